@@ -1,0 +1,41 @@
+"""The shared runtime of drama-streaming: RPC over RabbitMQ (protocol v1) and settings helpers.
+
+Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`); workers serve
+methods with :class:`RpcWorker`. Errors are described in :mod:`broker._errors`.
+"""
+
+from ._client import AmqpRpcClient, RpcClient
+from ._env import Env
+from ._errors import (
+    BadRequest,
+    ConfigError,
+    HandlerError,
+    NotFound,
+    RpcError,
+    RpcNotFound,
+    RpcRemoteError,
+    RpcTimeout,
+    RpcUnavailable,
+    RpcUnroutable,
+)
+from ._wire import Topology
+from ._worker import QueueType, RpcWorker
+
+__all__ = [
+    "AmqpRpcClient",
+    "BadRequest",
+    "ConfigError",
+    "Env",
+    "HandlerError",
+    "NotFound",
+    "QueueType",
+    "RpcClient",
+    "RpcError",
+    "RpcNotFound",
+    "RpcRemoteError",
+    "RpcTimeout",
+    "RpcUnavailable",
+    "RpcUnroutable",
+    "RpcWorker",
+    "Topology",
+]

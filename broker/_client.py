@@ -1,0 +1,242 @@
+"""The caller's side of RPC: an interface, and its AMQP transport over RabbitMQ.
+
+One robust connection and one channel per process. Requests go to the ``rpc`` exchange with
+the method as routing key; replies come back through direct reply-to on the same channel and
+are matched to their call by correlation id. Every call is bounded by its timeout, and every
+pending call fails at once when the channel or connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import Any, Protocol, TypeVar
+
+import aio_pika
+import aio_pika.abc
+import aiormq.exceptions
+import msgspec
+
+from ._errors import (
+    RpcError,
+    RpcNotFound,
+    RpcRemoteError,
+    RpcTimeout,
+    RpcUnavailable,
+    RpcUnroutable,
+)
+from ._wire import CONTENT_TYPE, DIRECT_REPLY_TO, SENT_AT_NS, TIMEOUT_MS, Reply, Topology, encode
+
+T = TypeVar("T")
+_Incoming = aio_pika.abc.AbstractIncomingMessage
+
+log = logging.getLogger(__name__)
+
+# What aio-pika and aiormq raise when the channel or connection is gone or going.
+_LINK_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+
+
+class RpcClient(Protocol):
+    """Calls a method on a remote worker and returns its decoded result.
+
+    Raises a subclass of :class:`RpcError`; never waits longer than the timeout.
+    """
+
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        result_type: type[T],
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        """Send ``request`` (JSON-encodable) to ``method``; decode the result as ``result_type``."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`RpcUnavailable` unless calls can be sent now."""
+        ...
+
+
+class AmqpRpcClient:
+    """:class:`RpcClient` over RabbitMQ request-reply (protocol v1).
+
+    Use as ``async with AmqpRpcClient(url) as client:``; the connection recovers by itself
+    after a broker restart, and calls made while it is down fail fast with
+    :class:`RpcUnavailable` instead of waiting for it.
+
+    ``publisher_confirms`` stays on unless measured otherwise: aiormq (7.2) hands a message the
+    broker returns as unroutable to the publisher only on a confirming channel, so without
+    confirms a call to a method nobody serves waits for its timeout (504) instead of failing
+    at once (503).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 3.0,
+        topology: Topology | None = None,
+        publisher_confirms: bool = True,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._topology = topology or Topology()
+        self._confirms = publisher_confirms
+        self._reconnect_interval = reconnect_interval
+        # correlation id -> (method, future of the reply)
+        self._pending: dict[
+            str, tuple[str, asyncio.Future[aio_pika.abc.AbstractIncomingMessage]]
+        ] = {}
+        self._ids = itertools.count()
+        self._prefix = f"{os.getpid():x}.{id(self):x}."
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._ready = asyncio.Event()  # set while calls can be sent
+
+    async def __aenter__(self) -> AmqpRpcClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the connection and the reply consumer; raise if the broker is unreachable."""
+        self._connection = await aio_pika.connect_robust(
+            self._url,
+            reconnect_interval=self._reconnect_interval,
+            client_properties={"connection_name": f"rpc-client pid={os.getpid()}"},
+        )
+        try:
+            channel = await self._connection.channel(publisher_confirms=self._confirms)
+            assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
+            self._channel = channel
+            channel.return_callbacks.add(self._on_return)
+            channel.close_callbacks.add(self._on_channel_close)
+            channel.reopen_callbacks.add(self._on_channel_reopen)
+            # The exchange is the client's contract with the workers; declaring it (idempotent)
+            # lets the client start before any worker and get fast "unroutable" answers.
+            self._exchange = await channel.declare_exchange(
+                self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            await self._consume_replies()
+        except BaseException:
+            await self._connection.close()
+            raise
+
+    async def close(self) -> None:
+        """Fail pending calls and close the connection."""
+        self._ready.clear()
+        self._fail_pending(RpcUnavailable, "client closed")
+        if self._connection is not None:
+            await self._connection.close()
+
+    @property
+    def pending(self) -> int:
+        """Calls waiting for their reply."""
+        return len(self._pending)
+
+    async def ping(self) -> None:
+        if not self._ready.is_set():
+            raise RpcUnavailable("*", "not connected to the broker")
+
+    async def wait_ready(self) -> None:
+        """Return once calls can be sent (at once, or after the connection has recovered)."""
+        await self._ready.wait()
+
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        result_type: type[T],
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        timeout = self._timeout if timeout is None else timeout
+        if not self._ready.is_set() or self._exchange is None:
+            raise RpcUnavailable(method, "not connected to the broker")
+        correlation_id = self._prefix + str(next(self._ids))
+        future: asyncio.Future[aio_pika.abc.AbstractIncomingMessage]
+        future = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = (method, future)
+        message = aio_pika.Message(
+            encode(request),
+            content_type=CONTENT_TYPE,
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+            # A request nobody picks up in time dies in the queue instead of running late.
+            expiration=timeout,
+            headers={SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)},
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await self._exchange.publish(message, routing_key=method, mandatory=True)
+                reply = await future
+        except TimeoutError:
+            raise RpcTimeout(method, timeout) from None
+        except _LINK_ERRORS as exc:
+            raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
+        finally:
+            self._pending.pop(correlation_id, None)
+        return _decode_reply(method, reply.body, result_type)
+
+    # -- callbacks -------------------------------------------------------------------------
+
+    async def _consume_replies(self) -> None:
+        assert self._channel is not None
+        # Direct reply-to: consumed without acks on the channel that publishes the requests.
+        queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await queue.consume(self._on_reply, no_ack=True)
+        self._ready.set()
+
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        pending = self._pending.pop(message.correlation_id or "", None)
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(message)
+        # A reply with no pending call arrived after its call timed out: nothing waits for it.
+
+    def _on_return(self, _channel: Any, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        pending = self._pending.pop(message.correlation_id or "", None)
+        if pending is not None and not pending[1].done():
+            method, future = pending
+            future.set_exception(RpcUnroutable(method, "no worker queue is bound to this method"))
+
+    def _on_channel_close(self, _channel: Any, exc: BaseException | None) -> None:
+        self._ready.clear()
+        self._fail_pending(RpcUnavailable, f"broker connection lost: {exc!r}")
+
+    async def _on_channel_reopen(self, _channel: Any) -> None:
+        log.info("RPC client reconnected to the broker")
+        await self._consume_replies()
+
+    def _fail_pending(self, error: type[RpcError], reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for method, future in pending.values():
+            if not future.done():
+                future.set_exception(error(method, reason))
+
+
+def _decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
+    try:
+        reply: Reply[T] = msgspec.json.decode(
+            body,
+            type=Reply[result_type],  # type: ignore[valid-type]
+        )
+    except msgspec.DecodeError as exc:
+        raise RpcRemoteError(method, "bad_reply", f"undecodable reply: {exc}") from None
+    if reply.error is not None:
+        error = RpcNotFound if reply.error.type == "not_found" else RpcRemoteError
+        raise error(method, reply.error.type, reply.error.message)
+    if reply.result is None:
+        raise RpcRemoteError(method, "bad_reply", "reply has neither result nor error")
+    return reply.result

@@ -1,0 +1,295 @@
+"""The worker's side of RPC: consume a queue, dispatch by method, reply, ack.
+
+A worker owns one queue (``rpc.episode``, ``rpc.stream``) bound to the ``rpc`` exchange with one
+routing key per registered method, on a channel whose prefetch is its concurrency. Handlers run
+concurrently (aiormq starts a task per delivery). The reply is published before the request is
+acked, so a worker that dies mid-request leaves the request to be redelivered, never lost.
+
+What is not a valid request never loops: a malformed body, an unknown method or a request
+without ``reply_to`` gets an error reply where possible and is rejected without requeue, which
+dead-letters it through ``rpc.dlx`` into ``rpc.dead`` for an operator to read. A request whose
+deadline (``x-sent-at-ns`` + ``x-timeout-ms``) has passed is dead-lettered without running:
+its caller has already given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import aio_pika
+import aio_pika.abc
+import msgspec
+
+from ._errors import HandlerError
+from ._wire import (
+    CONTENT_TYPE,
+    HANDLER_NS,
+    QUEUE_WAIT_NS,
+    SENT_AT_NS,
+    TIMEOUT_MS,
+    Topology,
+    encode_error,
+    encode_result,
+    header_int,
+)
+
+Req = TypeVar("Req")
+
+log = logging.getLogger(__name__)
+
+QueueType = Literal["classic", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route(Generic[Req]):
+    request_type: type[Req]
+    handler: Callable[[Req], Awaitable[Any]]
+
+
+class _Reject(Exception):
+    """Dead-letter the request; reply with this error type if the caller can be reached."""
+
+    def __init__(self, error_type: str, message: str, *, reply: bool = True) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.reply = reply
+
+
+class RpcWorker:
+    """Serves the registered methods from one queue.
+
+    ``register()`` the methods, then ``async with worker:`` (or ``start()``/``stop()``). Stopping
+    cancels the consumer, lets in-flight requests finish (up to ``grace`` seconds), then closes.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        *,
+        prefetch: int = 32,
+        topology: Topology | None = None,
+        queue_type: QueueType = "classic",
+        publisher_confirms: bool = True,
+        grace: float = 10.0,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._queue_name = queue
+        self._prefetch = prefetch
+        self._topology = topology or Topology()
+        self._queue_type = queue_type
+        self._confirms = publisher_confirms
+        self._grace = grace
+        self._reconnect_interval = reconnect_interval
+        self._routes: dict[str, _Route[Any]] = {}
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._stopping = False
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+
+    def register(
+        self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
+    ) -> None:
+        """Serve ``method``: decode requests as ``request_type`` and await ``handler`` on them.
+
+        The handler returns the result (JSON-encodable) or raises :class:`HandlerError`.
+        """
+        if self._queue is not None:
+            raise RuntimeError("register methods before start()")
+        self._routes[method] = _Route(request_type, handler)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now."""
+        return len(self._inflight)
+
+    async def __aenter__(self) -> RpcWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect, declare the topology and start consuming."""
+        self._connection = await aio_pika.connect_robust(
+            self._url,
+            reconnect_interval=self._reconnect_interval,
+            client_properties={"connection_name": f"{self._queue_name} pid={os.getpid()}"},
+        )
+        try:
+            channel = await self._connection.channel(publisher_confirms=self._confirms)
+            self._channel = channel
+            await channel.set_qos(prefetch_count=self._prefetch)
+            exchange = await channel.declare_exchange(
+                self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            dlx = await channel.declare_exchange(
+                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            dead = await channel.declare_queue(self._topology.dead_letter_queue, durable=True)
+            await dead.bind(dlx)
+            self._queue = await channel.declare_queue(
+                self._queue_name,
+                durable=True,
+                arguments={
+                    "x-queue-type": self._queue_type,
+                    "x-dead-letter-exchange": self._topology.dead_letter_exchange,
+                },
+            )
+            for method in self._routes:
+                await self._queue.bind(exchange, routing_key=method)
+            self._consumer_tag = await self._queue.consume(self._on_message)
+        except BaseException:
+            await self._connection.close()
+            raise
+        log.info(
+            "worker consuming queue=%s methods=%s prefetch=%d",
+            self._queue_name,
+            ",".join(self._routes),
+            self._prefetch,
+        )
+
+    async def stop(self) -> None:
+        """Stop consuming, finish in-flight requests, close the connection."""
+        self._stopping = True
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        if self._inflight:
+            log.info("worker draining %d in-flight requests", len(self._inflight))
+            _done, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
+            if late:
+                # Unacked requests go back to the queue when the channel closes.
+                log.warning("worker stopped with %d requests unfinished", len(late))
+        if self._connection is not None:
+            await self._connection.close()
+
+    # -- per message -----------------------------------------------------------------------
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if self._stopping:
+            # Delivered as the consumer was being cancelled: leave it for another worker.
+            await message.nack(requeue=True)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self._handle(message)
+        finally:
+            self._inflight.discard(task)
+
+    async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        received_ns = time.time_ns()
+        started = time.monotonic_ns()
+        method = message.routing_key or ""
+        sent_at = header_int(message.headers, SENT_AT_NS)
+        queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
+        try:
+            body, outcome = await self._dispatch(message, method, sent_at, received_ns)
+        except _Reject as reject:
+            outcome = reject.error_type
+            log.warning(
+                "rpc dead-lettered method=%s correlation_id=%s reason=%s: %s",
+                method,
+                message.correlation_id,
+                reject.error_type,
+                reject.message,
+            )
+            if reject.reply and message.reply_to:
+                handler_ns = time.monotonic_ns() - started
+                await self._reply(
+                    message,
+                    encode_error(reject.error_type, reject.message),
+                    handler_ns,
+                    queue_wait_ns,
+                )
+            await message.reject(requeue=False)
+            return
+        handler_ns = time.monotonic_ns() - started
+        if body is None:
+            # The deadline passed while handling: the caller has its timeout already.
+            log.warning("rpc late method=%s correlation_id=%s", method, message.correlation_id)
+        else:
+            await self._reply(message, body, handler_ns, queue_wait_ns)
+        await message.ack()
+        log.info(
+            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f",
+            method,
+            outcome,
+            handler_ns / 1e6,
+            queue_wait_ns / 1e6,
+        )
+
+    async def _dispatch(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        method: str,
+        sent_at: int | None,
+        received_ns: int,
+    ) -> tuple[bytes | None, str]:
+        """Run the handler: the reply body (None when the deadline passed first) and outcome."""
+        if not message.reply_to:
+            raise _Reject("bad_request", "request has no reply_to", reply=False)
+        route = self._routes.get(method)
+        if route is None:
+            raise _Reject("unknown_method", f"no method {method!r} on {self._queue_name}")
+        timeout_ms = header_int(message.headers, TIMEOUT_MS)
+        remaining: float | None = None
+        if sent_at is not None and timeout_ms is not None:
+            remaining = (sent_at + timeout_ms * 1_000_000 - received_ns) / 1e9
+            if remaining <= 0:
+                raise _Reject("expired", "deadline passed before delivery", reply=False)
+        try:
+            request = msgspec.json.decode(message.body, type=route.request_type)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise _Reject("bad_request", f"malformed request: {exc}") from None
+        try:
+            async with asyncio.timeout(remaining):
+                result = await route.handler(request)
+        except TimeoutError:
+            return None, "late"
+        except HandlerError as exc:
+            return encode_error(exc.error_type, exc.message), exc.error_type
+        except Exception as exc:
+            log.exception("rpc handler failed method=%s", method)
+            raise _Reject("internal", f"{type(exc).__name__} in handler") from exc
+        try:
+            return encode_result(result), "ok"
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise _Reject("internal", f"unencodable result: {exc}") from exc
+
+    async def _reply(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        body: bytes,
+        handler_ns: int,
+        queue_wait_ns: int,
+    ) -> None:
+        assert self._channel is not None
+        headers: dict[str, Any] = {HANDLER_NS: handler_ns, QUEUE_WAIT_NS: queue_wait_ns}
+        sent_at = header_int(message.headers, SENT_AT_NS)
+        if sent_at is not None:
+            headers[SENT_AT_NS] = sent_at
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                body,
+                content_type=CONTENT_TYPE,
+                correlation_id=message.correlation_id,
+                headers=headers,
+            ),
+            routing_key=message.reply_to or "",
+            mandatory=False,  # a caller that went away is not an error here
+        )

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real RabbitMQ and PostgreSQL of this machine, isolated per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aio_pika
+import pytest
+
+from broker import Topology
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return AMQP_URL
+
+
+@pytest.fixture
+async def topology(amqp_url: str) -> AsyncIterator[Topology]:
+    """Exchanges and dead-letter queue of this test alone, deleted afterwards."""
+    uid = uuid.uuid4().hex[:8]
+    topo = Topology(
+        exchange=f"test.{uid}.rpc",
+        dead_letter_exchange=f"test.{uid}.rpc.dlx",
+        dead_letter_queue=f"test.{uid}.rpc.dead",
+    )
+    yield topo
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(topo.exchange)
+        await channel.exchange_delete(topo.dead_letter_exchange)
+        await channel.queue_delete(topo.dead_letter_queue)
+
+
+@pytest.fixture
+async def queue_name(amqp_url: str) -> AsyncIterator[str]:
+    """A worker queue name of this test alone, deleted afterwards."""
+    name = f"test.{uuid.uuid4().hex[:8]}.rpc.worker"
+    yield name
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test alone, for services running as separate processes."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    yield name
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=True, capture_output=True)

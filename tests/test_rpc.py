@@ -1,0 +1,271 @@
+"""The RPC layer against the real RabbitMQ: round trips, every failure mode, recovery, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aio_pika
+import msgspec
+import pytest
+
+from broker import (
+    AmqpRpcClient,
+    NotFound,
+    RpcNotFound,
+    RpcRemoteError,
+    RpcTimeout,
+    RpcUnavailable,
+    RpcUnroutable,
+    RpcWorker,
+    Topology,
+)
+
+
+class Ask(msgspec.Struct, forbid_unknown_fields=True):
+    value: int
+    block: bool = False
+
+
+class Answer(msgspec.Struct):
+    value: int
+
+
+class Service:
+    """Test handlers that record what they ran and can be held mid-request."""
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def echo(self, ask: Ask) -> Answer:
+        self.handled.append(ask.value)
+        if ask.block:
+            self.entered.set()
+            await self.release.wait()
+        return Answer(ask.value)
+
+    async def missing(self, ask: Ask) -> Answer:
+        raise NotFound(f"no thing {ask.value}")
+
+    async def crash(self, ask: Ask) -> Answer:
+        raise ZeroDivisionError("boom")
+
+
+@pytest.fixture
+def service() -> Service:
+    return Service()
+
+
+async def start_worker(
+    amqp_url: str, queue_name: str, topology: Topology, service: Service, prefetch: int = 8
+) -> RpcWorker:
+    worker = RpcWorker(amqp_url, queue_name, prefetch=prefetch, topology=topology, grace=5)
+    worker.register("t.echo", Ask, service.echo)
+    worker.register("t.missing", Ask, service.missing)
+    worker.register("t.crash", Ask, service.crash)
+    await worker.start()
+    return worker
+
+
+@pytest.fixture
+async def worker(
+    amqp_url: str, queue_name: str, topology: Topology, service: Service
+) -> AsyncIterator[RpcWorker]:
+    worker = await start_worker(amqp_url, queue_name, topology, service)
+    yield worker
+    service.release.set()
+    await worker.stop()
+
+
+@pytest.fixture
+async def client(amqp_url: str, topology: Topology) -> AsyncIterator[AmqpRpcClient]:
+    async with AmqpRpcClient(amqp_url, timeout=2.0, topology=topology) as client:
+        yield client
+
+
+async def dead_letters(
+    amqp_url: str, topology: Topology
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Everything in the test's dead-letter queue, consumed."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.dead_letter_queue, passive=True)
+        messages = []
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            messages.append(message)
+        return messages
+
+
+async def test_round_trip(worker: RpcWorker, client: AmqpRpcClient) -> None:
+    assert await client.call("t.echo", Ask(7), Answer) == Answer(7)
+
+
+async def test_correlation_ids_never_cross(worker: RpcWorker, client: AmqpRpcClient) -> None:
+    results = await asyncio.gather(*(client.call("t.echo", Ask(i), Answer) for i in range(200)))
+    assert [r.value for r in results] == list(range(200))
+    assert client.pending == 0
+
+
+async def test_not_found_reply(worker: RpcWorker, client: AmqpRpcClient) -> None:
+    with pytest.raises(RpcNotFound) as caught:
+        await client.call("t.missing", Ask(3), Answer)
+    assert caught.value.error_type == "not_found"
+    assert "no thing 3" in str(caught.value)
+
+
+async def test_handler_crash_replies_and_dead_letters(
+    worker: RpcWorker, client: AmqpRpcClient, amqp_url: str, topology: Topology
+) -> None:
+    with pytest.raises(RpcRemoteError) as caught:
+        await client.call("t.crash", Ask(1), Answer)
+    assert caught.value.error_type == "internal"
+    assert "boom" not in str(caught.value)  # no internals leak to the caller
+    dead = await dead_letters(amqp_url, topology)
+    assert [m.routing_key for m in dead] == ["t.crash"]
+
+
+async def test_invalid_request_replies_and_dead_letters(
+    worker: RpcWorker, client: AmqpRpcClient, amqp_url: str, topology: Topology
+) -> None:
+    with pytest.raises(RpcRemoteError) as caught:
+        await client.call("t.echo", {"value": "seven"}, Answer)
+    assert caught.value.error_type == "bad_request"
+    assert "Expected `int`" in caught.value.remote_message
+    dead = await dead_letters(amqp_url, topology)
+    assert [msgspec.json.decode(m.body) for m in dead] == [{"value": "seven"}]
+    deaths = dead[0].headers["x-death"]
+    assert isinstance(deaths, list)
+    assert isinstance(deaths[0], dict)
+    assert deaths[0]["reason"] == "rejected"
+
+
+async def test_malformed_body_replies_and_dead_letters(
+    worker: RpcWorker, amqp_url: str, topology: Topology
+) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        exchange = await channel.get_exchange(topology.exchange)
+        await exchange.publish(
+            aio_pika.Message(b"{not json", correlation_id="m1", reply_to=replies.name),
+            routing_key="t.echo",
+        )
+        async with replies.iterator() as it:
+            reply = await anext(it)
+            await reply.ack()
+    assert reply.correlation_id == "m1"
+    error = msgspec.json.decode(reply.body)["error"]
+    assert error["type"] == "bad_request"
+    assert "malformed request" in error["message"]
+    assert [m.body for m in await dead_letters(amqp_url, topology)] == [b"{not json"]
+
+
+async def test_unknown_method_replies_and_dead_letters(
+    worker: RpcWorker,
+    client: AmqpRpcClient,
+    amqp_url: str,
+    queue_name: str,
+    topology: Topology,
+) -> None:
+    # A binding left behind by an older worker version routes a method nobody serves now.
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        await queue.bind(topology.exchange, routing_key="t.retired")
+    with pytest.raises(RpcRemoteError) as caught:
+        await client.call("t.retired", Ask(1), Answer)
+    assert caught.value.error_type == "unknown_method"
+    assert [m.routing_key for m in await dead_letters(amqp_url, topology)] == ["t.retired"]
+
+
+async def test_unroutable_fails_fast(worker: RpcWorker, client: AmqpRpcClient) -> None:
+    started = time.monotonic()
+    with pytest.raises(RpcUnroutable):
+        await client.call("t.nobody", Ask(1), Answer, timeout=5)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_timeout(worker: RpcWorker, client: AmqpRpcClient, service: Service) -> None:
+    started = time.monotonic()
+    with pytest.raises(RpcTimeout):
+        await client.call("t.echo", Ask(1, block=True), Answer, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.3
+    assert client.pending == 0
+
+
+async def test_expired_request_is_never_handled(
+    amqp_url: str,
+    queue_name: str,
+    topology: Topology,
+    service: Service,
+    client: AmqpRpcClient,
+) -> None:
+    worker = await start_worker(amqp_url, queue_name, topology, service, prefetch=1)
+    try:
+        held = asyncio.create_task(client.call("t.echo", Ask(1, block=True), Answer))
+        await service.entered.wait()
+        # The only slot is busy: this one waits in the queue past its deadline.
+        with pytest.raises(RpcTimeout):
+            await client.call("t.echo", Ask(2), Answer, timeout=0.2)
+        service.release.set()
+        assert await held == Answer(1)
+        # FIFO: once 3 is handled, 2 has been dealt with too.
+        assert await client.call("t.echo", Ask(3), Answer) == Answer(3)
+        assert service.handled == [1, 3]
+    finally:
+        await worker.stop()
+    dead = await dead_letters(amqp_url, topology)
+    assert [msgspec.json.decode(m.body)["value"] for m in dead] == [2]
+
+
+async def test_no_broker_connection_fails_fast(topology: Topology) -> None:
+    with pytest.raises(OSError):  # noqa: PT011 - any refusal is right; it must not hang
+        await AmqpRpcClient("amqp://guest:guest@127.0.0.1:1/", topology=topology).connect()
+
+
+async def test_connection_loss_fails_pending_calls_then_recovers(
+    worker: RpcWorker, client: AmqpRpcClient, service: Service
+) -> None:
+    pending = [
+        asyncio.create_task(client.call("t.echo", Ask(i, block=True), Answer, timeout=10))
+        for i in range(5)
+    ]
+    await service.entered.wait()
+    started = time.monotonic()
+    closer = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "close_all_connections", "test: connection loss"
+    )
+    assert await closer.wait() == 0
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, RpcUnavailable) for r in results), results
+    assert time.monotonic() - started < 3
+    with pytest.raises(RpcUnavailable):
+        await client.ping()
+    service.release.set()
+    await asyncio.wait_for(client.wait_ready(), 10)
+    # The worker's robust connection has recovered its consumer too.
+    assert await client.call("t.echo", Ask(42), Answer, timeout=10) == Answer(42)
+
+
+async def test_graceful_stop_finishes_in_flight(
+    amqp_url: str,
+    queue_name: str,
+    topology: Topology,
+    service: Service,
+    client: AmqpRpcClient,
+) -> None:
+    worker = await start_worker(amqp_url, queue_name, topology, service)
+    held = asyncio.create_task(client.call("t.echo", Ask(9, block=True), Answer))
+    await service.entered.wait()
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0)  # let stop() cancel the consumer before the handler is released
+    service.release.set()
+    await stopping
+    assert await held == Answer(9)
+    assert worker.in_flight == 0
