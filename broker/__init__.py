@@ -18,6 +18,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._runtime import configure_logging, redact_url, stop_event
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
@@ -38,4 +39,7 @@ __all__ = [
     "RpcUnroutable",
     "RpcWorker",
     "Topology",
+    "configure_logging",
+    "redact_url",
+    "stop_event",
 ]

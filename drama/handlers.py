@@ -1,0 +1,186 @@
+"""The HTTP API: a drama with its episodes and their pre-signed streams, and the catalogue.
+
+``GET /dramas/{id}`` reads the drama, then calls ``episode.list`` and, with the media keys it
+returns, ``stream.presign``: two RPCs in sequence. ``GET /dramas`` does the same once per page
+(batched: never one call per drama), returning each drama with its first episode ready to play.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from broker import RpcClient
+from episode.contract import LIST, DramaEpisodes, EpisodeList, ListEpisodes
+from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
+
+from .problems import DramaNotFound, InvalidParameter
+from .store import Drama, DramaStore
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_ID = 2**63 - 1  # the database's BIGINT; larger ids cannot exist
+
+STORE = web.AppKey("store", DramaStore)
+RPC = web.AppKey("rpc", RpcClient)
+TIMEOUT = web.AppKey("rpc_timeout", float)
+
+
+class Stream(msgspec.Struct, frozen=True):
+    url: str
+    expires_at: str
+
+
+class EpisodeOut(msgspec.Struct, frozen=True):
+    number: int
+    title: str
+    duration_s: int
+    stream: Stream
+
+
+class DramaOut(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    title: str
+    synopsis: str
+    year: int
+    country: str
+    genres: list[str]
+    episode_count: int
+
+
+class DramaDetail(DramaOut, frozen=True, kw_only=True):
+    episodes: list[EpisodeOut]
+
+
+class DramaSummary(DramaOut, frozen=True, kw_only=True):
+    first_episode: EpisodeOut | None
+
+
+class DramaPage(msgspec.Struct, frozen=True):
+    items: list[DramaSummary]
+    next_cursor: str | None
+
+
+_encoder = msgspec.json.Encoder()
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _json(value: msgspec.Struct) -> web.Response:
+    return web.Response(body=_encoder.encode(value), content_type="application/json")
+
+
+def parse_id(raw: str) -> int:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
+        raise InvalidParameter(f"id must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter(f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(raw: str | None) -> int | None:
+    """The id the next page starts after; the cursor is opaque to clients, versioned for us."""
+    if raw is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    version, _, last = text.partition(":")
+    if version != "v1" or not _DIGITS.fullmatch(last) or int(last) > MAX_ID:
+        raise InvalidParameter("cursor is not one this API handed out")
+    return int(last)
+
+
+async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
+    if not keys:
+        return []
+    reply = await request.app[RPC].call(
+        PRESIGN, Presign(keys=keys), PresignedUrls, timeout=request.app[TIMEOUT]
+    )
+    return reply.urls
+
+
+async def _episodes(
+    request: web.Request, drama_ids: list[int], per_drama: int | None
+) -> Sequence[DramaEpisodes]:
+    reply = await request.app[RPC].call(
+        LIST,
+        ListEpisodes(drama_ids=drama_ids, per_drama=per_drama),
+        EpisodeList,
+        timeout=request.app[TIMEOUT],
+    )
+    return reply.dramas
+
+
+async def get_drama(request: web.Request) -> web.Response:
+    drama_id = parse_id(request.match_info["id"])
+    drama = await request.app[STORE].get(drama_id)
+    if drama is None:
+        raise DramaNotFound(f"no drama with id {drama_id}")
+    (listing,) = await _episodes(request, [drama_id], None)
+    urls = await _streams(request, [e.media_key for e in listing.episodes])
+    episodes = [
+        EpisodeOut(e.number, e.title, e.duration_s, Stream(u.url, u.expires_at))
+        for e, u in zip(listing.episodes, urls, strict=True)
+    ]
+    return _json(DramaDetail(**_fields(drama, listing.total), episodes=episodes))
+
+
+async def list_dramas(request: web.Request) -> web.Response:
+    limit = parse_limit(request.query.get("limit"))
+    after = decode_cursor(request.query.get("cursor"))
+    # One row more than asked tells whether another page follows.
+    dramas = await request.app[STORE].page(after, limit + 1)
+    more = len(dramas) > limit
+    dramas = dramas[:limit]
+    items: list[DramaSummary] = []
+    if dramas:
+        listings = await _episodes(request, [d.id for d in dramas], 1)
+        keys = [listing.episodes[0].media_key for listing in listings if listing.episodes]
+        urls = iter(await _streams(request, keys))
+        for drama, listing in zip(dramas, listings, strict=True):
+            first = None
+            if listing.episodes:
+                e, u = listing.episodes[0], next(urls)
+                first = EpisodeOut(e.number, e.title, e.duration_s, Stream(u.url, u.expires_at))
+            items.append(DramaSummary(**_fields(drama, listing.total), first_episode=first))
+    next_cursor = encode_cursor(dramas[-1].id) if more else None
+    return _json(DramaPage(items=items, next_cursor=next_cursor))
+
+
+def _fields(drama: Drama, total: int) -> dict[str, Any]:
+    return {
+        "id": drama.id,
+        "title": drama.title,
+        "synopsis": drama.synopsis,
+        "year": drama.year,
+        "country": drama.country,
+        "genres": list(drama.genres),
+        "episode_count": total,
+    }
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    await request.app[RPC].ping()
+    await request.app[STORE].ping()
+    return web.json_response({"status": "ready"})

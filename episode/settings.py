@@ -1,0 +1,30 @@
+"""episode-service settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from broker import Env, QueueType
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str = field(repr=False)
+    database_url: str = field(repr=False)
+    prefetch: int = 32
+    queue_type: QueueType = "classic"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(os.environ if environ is None else environ)
+        queue_type = env.choice("RPC_QUEUE_TYPE", "classic", ("classic", "quorum"))
+        return cls(
+            amqp_url=env.text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+            database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/episode.db"),
+            prefetch=env.integer("PREFETCH", 32, low=1, high=65535),
+            queue_type="quorum" if queue_type == "quorum" else "classic",
+            log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )

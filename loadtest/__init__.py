@@ -1,0 +1,1 @@
+"""Load, analysis and reports for drama-streaming; ``loadtest.stack`` runs the local stack."""

@@ -1,0 +1,262 @@
+"""The local stack as OS processes: embedded S3, seeds, episode-, stream- and drama-service.
+
+``python -m loadtest.stack`` is what ``make run`` runs: it checks that RabbitMQ answers, starts
+the embedded S3 endpoint, seeds the three services' data (idempotent), starts the services,
+waits until each says it is ready, prints the URLs to try, and on Ctrl-C stops everything,
+the HTTP front first so that no accepted request is lost. The end-to-end tests and the
+benchmark start the same :class:`Stack`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+# What each process logs once it serves (the embedded S3 prints it on stdout).
+READY = {
+    "s3": "local S3 listening on",
+    "episode": "episode-service ready",
+    "stream": "stream-service ready",
+    "drama": "drama-service listening on",
+}
+SERVICES = ("episode", "stream", "drama")
+# Local-only key pair shared by the embedded S3 and stream-service; it guards nothing real.
+LOCAL_S3_KEY = {"AWS_ACCESS_KEY_ID": "local-s3", "AWS_SECRET_ACCESS_KEY": "local-s3-secret"}
+
+
+class StackError(RuntimeError):
+    """A process of the stack failed to start, seed or stop."""
+
+
+@dataclass
+class StackConfig:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    http_port: int = 8080
+    s3_port: int = 9000
+    workdir: Path = Path(".run")
+    drama_database_url: str | None = None  # default: SQLite files in workdir
+    episode_database_url: str | None = None
+    seed_dramas: int | None = None  # None: the ~20-drama sample catalogue
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
+    echo: bool = False  # copy the processes' log lines to stdout
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+class Stack:
+    """Start with ``async with Stack(config) as stack:``; logs go to ``workdir/NAME.log``."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._logs: dict[str, TextIO] = {}
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def env(self, service: str) -> dict[str, str]:
+        cfg = self.config
+        workdir = cfg.workdir.resolve()
+        env = {
+            **os.environ,
+            **LOCAL_S3_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AMQP_URL": cfg.amqp_url,
+            "HTTP_PORT": str(cfg.http_port),
+            "HTTP_HOST": "127.0.0.1",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{cfg.s3_port}",
+            "MEDIA_BUCKET": "drama-media",
+            "PYTHONUNBUFFERED": "1",
+            **cfg.env,
+        }
+        if service in ("drama", "episode"):
+            url = cfg.drama_database_url if service == "drama" else cfg.episode_database_url
+            env["DATABASE_URL"] = url or f"sqlite+aiosqlite:///{workdir}/{service}.db"
+        return env
+
+    async def start(self) -> None:
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        check_broker(self.config.amqp_url)
+        await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
+        await self.seed()
+        for service in SERVICES:
+            await self.start_process(service, service)
+
+    async def seed(self) -> None:
+        dramas = (
+            [] if self.config.seed_dramas is None else ["--dramas", str(self.config.seed_dramas)]
+        )
+        commands = {
+            "drama": ["drama", "seed", *dramas],
+            "episode": ["episode", "seed", *dramas],
+            "stream": ["stream", "seed"],
+        }
+        await asyncio.gather(*(self._seed_one(name, args) for name, args in commands.items()))
+
+    async def _seed_one(self, service: str, args: list[str]) -> None:
+        log_path = self.config.workdir / f"seed-{service}.log"
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", *args, env=self.env(service), stdout=log, stderr=log
+            )
+            code = await process.wait()
+        if code != 0:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise StackError(f"seeding {service} failed (exit {code}):\n{tail}")
+
+    async def start_process(self, name: str, module: str, *args: str) -> None:
+        """Start ``python -m module`` and wait until it logs that it is ready."""
+        self._ready[name] = asyncio.Event()
+        self._logs[name] = (self.config.workdir / f"{name}.log").open("a", encoding="utf-8")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            env=self.env(name),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops the rest in order
+        )
+        self.processes[name] = process
+        self._readers[name] = asyncio.create_task(self._read(name, process))
+        exited = asyncio.create_task(process.wait())
+        ready = asyncio.create_task(self._ready[name].wait())
+        done, _ = await asyncio.wait({exited, ready}, timeout=30, return_when="FIRST_COMPLETED")
+        exited.cancel()
+        ready.cancel()
+        if ready not in done:
+            state = "exited" if exited in done else "did not get ready in 30 s"
+            raise StackError(f"{name} {state}; see {self.config.workdir / name}.log")
+
+    async def _read(self, name: str, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        log = self._logs[name]
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            log.write(line + "\n")
+            log.flush()
+            if READY[name] in line:
+                self._ready[name].set()
+            if self.config.echo and name != "s3":  # the S3 access log stays in its file
+                print(f"{name:>8} | {_message(line)}", flush=True)
+
+    async def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal a process and wait for it; kill it if it outlives ``timeout``."""
+        process = self.processes.pop(name, None)
+        if process is None:
+            return 0
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            await reader
+        self._logs.pop(name).close()
+        return process.returncode if process.returncode is not None else -1
+
+    async def stop(self) -> None:
+        # The front first: it drains its requests while the workers still answer them.
+        for name in ("drama", "episode", "stream", "s3"):
+            await self.stop_process(name)
+
+
+def check_broker(amqp_url: str) -> None:
+    """Raise a one-line :class:`StackError` if nothing listens at the broker's address."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        raise StackError(
+            f"RabbitMQ is not reachable at {host}:{port}: start it with "
+            "'rabbitmq-server -detached' (Debian package rabbitmq-server) or set AMQP_URL"
+        ) from None
+
+
+def _message(line: str) -> str:
+    """The message of a JSON log line, or the line itself."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    return f"{record.get('level', '')} {record.get('message', line)}"
+
+
+async def _run(config: StackConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
+    async with Stack(config):
+        base = config.base_url
+        print(
+            f"\ndrama-streaming is up ({time.monotonic() - started:.1f} s). Try:\n"
+            f"  curl {base}/dramas/1\n"
+            f"  curl '{base}/dramas?limit=5'\n"
+            f"  curl {base}/openapi.json\n"
+            f"  curl {base}/readyz\n"
+            f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        await stop.wait()
+        print("stopping...", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.stack", description=__doc__)
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--s3-port", type=int, default=9000)
+    parser.add_argument("--workdir", type=Path, default=Path(".run"))
+    parser.add_argument("--dramas", type=int, default=None, help="seed a generated catalogue")
+    args = parser.parse_args(argv)
+    config = StackConfig(
+        amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
+        http_port=args.http_port,
+        s3_port=args.s3_port,
+        workdir=args.workdir,
+        seed_dramas=args.dramas,
+        echo=True,
+    )
+    try:
+        asyncio.run(_run(config))
+    except StackError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

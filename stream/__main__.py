@@ -1,0 +1,65 @@
+"""``python -m stream`` serves ``stream.presign``; ``python -m stream seed`` fills the bucket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+from broker import ConfigError, configure_logging, redact_url, stop_event
+from catalog import sample
+
+from .settings import Settings
+from .store import seed_media
+from .worker import build_worker, open_s3
+
+log = logging.getLogger("stream")
+
+# The bucket holds a sample only for the hand-written catalogue: a generated one of 10,000
+# dramas would mean 100,000s of objects, and pre-signing does not need the object to exist.
+SAMPLE_MEDIA_DRAMAS = 20
+
+
+async def serve(settings: Settings) -> None:
+    stop = stop_event()
+    async with contextlib.AsyncExitStack() as stack:
+        s3 = await stack.enter_async_context(open_s3(settings))
+        await stack.enter_async_context(build_worker(settings, s3))
+        log.info(
+            "stream-service ready, bucket %s, broker %s",
+            settings.media_bucket,
+            redact_url(settings.amqp_url),
+        )
+        await stop.wait()
+        log.info("stream-service stopping")
+
+
+async def seed(settings: Settings) -> None:
+    keys = [e.media_key for d in sample()[:SAMPLE_MEDIA_DRAMAS] for e in d.episodes]
+    async with open_s3(settings) as s3:
+        uploaded = await seed_media(s3, settings.media_bucket, keys)
+    log.info("seeded %d media objects into bucket %s", uploaded, settings.media_bucket)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("seed", help="upload an HLS sample for each sample episode (idempotent)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"stream-service: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("stream-service", settings.log_level)
+    if args.command == "seed":
+        asyncio.run(seed(settings))
+    else:
+        asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

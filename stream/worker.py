@@ -1,0 +1,67 @@
+"""stream-service: serves ``stream.presign`` with one S3 client for the process's life."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aioboto3
+from aiobotocore.config import AioConfig
+
+from broker import BadRequest, RpcWorker
+
+from .contract import MAX_KEYS, PRESIGN, QUEUE, Presign, PresignedUrl, PresignedUrls
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+
+@contextlib.asynccontextmanager
+async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
+    """The S3 client: path-style against a local endpoint, virtual-hosted against AWS."""
+    config = AioConfig(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if settings.s3_endpoint_url else "virtual"},
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    session = aioboto3.Session()
+    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
+        yield s3
+
+
+class Procedures:
+    def __init__(self, s3: S3Client, bucket: str, ttl_s: int) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._ttl_s = ttl_s
+
+    async def presign(self, request: Presign) -> PresignedUrls:
+        if len(request.keys) > MAX_KEYS:
+            raise BadRequest(f"at most {MAX_KEYS} keys per call")
+        if any(not key or key.startswith("/") for key in request.keys):
+            raise BadRequest("keys must be non-empty and relative")
+        # Signing is local computation (no request to S3): the URL is valid from now on.
+        expires_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._ttl_s)).isoformat(
+            timespec="seconds"
+        )
+        urls = []
+        for key in request.keys:
+            url = await self._s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self._bucket, "Key": key},
+                ExpiresIn=self._ttl_s,
+            )
+            urls.append(PresignedUrl(key=key, url=url, expires_at=expires_at))
+        return PresignedUrls(urls=urls)
+
+
+def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
+    worker = RpcWorker(
+        settings.amqp_url, QUEUE, prefetch=settings.prefetch, queue_type=settings.queue_type
+    )
+    procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
+    worker.register(PRESIGN, Presign, procedures.presign)
+    return worker
