@@ -1,0 +1,200 @@
+"""drama-service's own data: the ``dramas`` table, read by id and paged by id.
+
+SQLAlchemy Core over an ``AsyncEngine``: the queries are a handful of fixed statements, so an
+ORM's identity map and unit of work would add latency and nothing else. The same code runs on
+SQLite (aiosqlite, the embedded default) and PostgreSQL (asyncpg, compose and Kubernetes); the
+schema uses only types both share, and is created on open so a fresh database just works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from catalog import CatalogDrama
+
+__all__ = ["Drama", "DramaStore", "dramas", "metadata"]
+
+# Rows per INSERT statement: well under SQLite's 32766 bound parameters and PostgreSQL's 32767.
+_CHUNK = 1000
+
+metadata = sa.MetaData()
+
+dramas = sa.Table(
+    "dramas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("synopsis", sa.Text, nullable=False),
+    sa.Column("year", sa.SmallInteger, nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),
+    # A JSON array in a text column: portable, and the API only ever reads it whole.
+    sa.Column("genres", sa.Text, nullable=False),
+)
+
+_SELECT = sa.select(
+    dramas.c.id,
+    dramas.c.title,
+    dramas.c.synopsis,
+    dramas.c.year,
+    dramas.c.country,
+    dramas.c.genres,
+)
+
+
+_genres_encoder = msgspec.json.Encoder()
+_genres_decoder = msgspec.json.Decoder(list[str])
+
+
+class Drama(msgspec.Struct, frozen=True):
+    id: int
+    title: str
+    synopsis: str
+    year: int
+    country: str
+    genres: list[str]
+
+
+class DramaStore:
+    """The dramas table behind one engine (and its connection pool)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
+        """Connect to ``url``, creating the schema if it is missing."""
+        engine = _create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all, checkfirst=True)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for instrumentation (OpenTelemetry hooks its ``sync_engine``) and tests."""
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises if it cannot be reached."""
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def get(self, drama_id: int) -> Drama | None:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(_SELECT.where(dramas.c.id == drama_id))
+            row = result.one_or_none()
+        return None if row is None else _drama(row)
+
+    async def page(self, after_id: int | None, limit: int) -> list[Drama]:
+        """Up to ``limit`` dramas with ids above ``after_id``, by id: keyset pagination."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        query = _SELECT.order_by(dramas.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(dramas.c.id > after_id)
+        async with self._engine.connect() as conn:
+            result = await conn.execute(query)
+            return [_drama(row) for row in result]
+
+    async def seed(self, catalog: Sequence[CatalogDrama], *, reset: bool = False) -> int:
+        """Insert the catalogue's dramas that are not there yet; returns how many were inserted.
+
+        Idempotent, and safe against a concurrent seed: ids already present are left as they
+        are. ``reset`` empties the table first, in the same transaction.
+        """
+        async with self._engine.begin() as conn:
+            if reset:
+                await conn.execute(dramas.delete())
+            inserted = 0
+            for start in range(0, len(catalog), _CHUNK):
+                rows = [_row(drama) for drama in catalog[start : start + _CHUNK]]
+                inserted += await _insert_new(conn, rows)
+            # Fresh statistics, or the planner keeps the estimates of the empty table it saw
+            # at creation (PostgreSQL then scans the whole table for every page).
+            await conn.execute(sa.text("ANALYZE dramas"))
+        return inserted
+
+
+def _drama(row: sa.Row[int, str, str, int, str, str]) -> Drama:
+    drama_id, title, synopsis, year, country, genres = row
+    return Drama(
+        id=drama_id,
+        title=title,
+        synopsis=synopsis,
+        year=year,
+        country=country,
+        genres=_genres_decoder.decode(genres),
+    )
+
+
+def _row(drama: CatalogDrama) -> dict[str, object]:
+    return {
+        "id": drama.id,
+        "title": drama.title,
+        "synopsis": drama.synopsis,
+        "year": drama.year,
+        "country": drama.country,
+        "genres": _genres_encoder.encode(drama.genres).decode(),
+    }
+
+
+async def _insert_new(conn: AsyncConnection, rows: list[dict[str, object]]) -> int:
+    # ON CONFLICT DO NOTHING ... RETURNING counts exactly the rows this call inserted, in one
+    # statement per chunk, even if another seed runs at the same time. Both dialects spell it
+    # the same way but SQLAlchemy keeps it in each dialect's own insert().
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(dramas).on_conflict_do_nothing(index_elements=[dramas.c.id])
+    result = await conn.execute(statement.returning(dramas.c.id), rows)
+    return len(result.all())
+
+
+def _create_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    parsed = sa.make_url(url)
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+        if not in_memory:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            options = {"pool_size": pool_size, "max_overflow": max_overflow}
+        # An in-memory database lives in one connection, so SQLAlchemy pins it (StaticPool)
+        # and pool sizes do not apply.
+    else:
+        # No pre-ping: it would add a round trip to every checkout, inside the latency this
+        # project measures. Recycling bounds a connection's age instead; a connection broken
+        # by a database restart fails one query and is then discarded by the pool.
+        options = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": 5,
+            "pool_recycle": 1800,
+        }
+    engine = create_async_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    # WAL lets readers run while the seed writes; NORMAL is durable enough under WAL, and the
+    # busy timeout makes a second writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()

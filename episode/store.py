@@ -1,0 +1,216 @@
+"""episode-service's own data: the ``episodes`` table, read a page of dramas at a time.
+
+``episode.list`` asks for the episodes of a whole page of dramas at once, so :meth:`list_for`
+answers any number of dramas with one query: a window function counts each drama's episodes and
+numbers them, and the cap applies to that numbering, so totals stay exact while the rows
+returned stay few. SQLAlchemy Core over an ``AsyncEngine``, portable between SQLite (aiosqlite)
+and PostgreSQL (asyncpg); the schema is created on open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from catalog import CatalogDrama
+from episode.contract import DramaEpisodes, Episode
+
+__all__ = ["EpisodeStore", "episodes", "metadata"]
+
+# Rows per INSERT statement: 5 columns x 2000 rows stays under SQLite's 32766 bound parameters
+# and PostgreSQL's 32767.
+_CHUNK = 2000
+
+metadata = sa.MetaData()
+
+episodes = sa.Table(
+    "episodes",
+    metadata,
+    # The primary key's index, (drama_id, number), serves both the IN lookup and the ordering.
+    sa.Column("drama_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("duration_s", sa.Integer, nullable=False),
+    sa.Column("media_key", sa.String(500), nullable=False),
+)
+
+
+class EpisodeStore:
+    """The episodes table behind one engine (and its connection pool)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
+        """Connect to ``url``, creating the schema if it is missing."""
+        engine = _create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all, checkfirst=True)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for instrumentation (OpenTelemetry hooks its ``sync_engine``) and tests."""
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises if it cannot be reached."""
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def list_for(
+        self, drama_ids: Sequence[int], per_drama: int | None
+    ) -> list[DramaEpisodes]:
+        """Each drama's episode count and episodes by number, in the order of ``drama_ids``.
+
+        ``per_drama`` caps the episodes returned per drama (0 returns counts only); ``total``
+        always counts them all. Repeated ids are answered repeatedly; unknown ids get total 0.
+        """
+        if per_drama is not None and per_drama < 0:
+            raise ValueError(f"per_drama must be >= 0, got {per_drama}")
+        if not drama_ids:
+            return []
+        async with self._engine.connect() as conn:
+            result = await conn.execute(_list_query(sorted(set(drama_ids)), per_drama))
+            # Fetch, then build the reply after the connection is back in the pool.
+            rows = result.all()
+        found: dict[int, tuple[int, list[Episode]]] = {}
+        for row in rows:
+            listed = found.setdefault(row.drama_id, (row.total, []))[1]
+            # With a cap of 0 the query still returns each drama's first row, for its total.
+            if per_drama is None or len(listed) < per_drama:
+                listed.append(
+                    Episode(
+                        number=row.number,
+                        title=row.title,
+                        duration_s=row.duration_s,
+                        media_key=row.media_key,
+                    )
+                )
+        answers = {
+            drama_id: DramaEpisodes(drama_id=drama_id, total=total, episodes=listed)
+            for drama_id, (total, listed) in found.items()
+        }
+        return [
+            answers.get(drama_id) or DramaEpisodes(drama_id=drama_id, total=0, episodes=[])
+            for drama_id in drama_ids
+        ]
+
+    async def seed(self, catalog: Sequence[CatalogDrama], *, reset: bool = False) -> int:
+        """Insert the catalogue's episodes that are not there yet; returns how many were inserted.
+
+        Idempotent, and safe against a concurrent seed: (drama, number) pairs already present
+        are left as they are. ``reset`` empties the table first, in the same transaction.
+        """
+        async with self._engine.begin() as conn:
+            if reset:
+                await conn.execute(episodes.delete())
+            inserted = 0
+            rows: list[dict[str, object]] = []
+            for drama in catalog:
+                rows.extend(
+                    {
+                        "drama_id": drama.id,
+                        "number": episode.number,
+                        "title": episode.title,
+                        "duration_s": episode.duration_s,
+                        "media_key": episode.media_key,
+                    }
+                    for episode in drama.episodes
+                )
+                if len(rows) >= _CHUNK:
+                    inserted += await _insert_new(conn, rows)
+                    rows = []
+            if rows:
+                inserted += await _insert_new(conn, rows)
+            # Fresh statistics, or the planner keeps the estimates of the empty table it saw
+            # at creation (PostgreSQL then scans the whole table for every page).
+            await conn.execute(sa.text("ANALYZE episodes"))
+        return inserted
+
+
+def _list_query(drama_ids: list[int], per_drama: int | None) -> sa.Select[Any]:
+    ranked = (
+        sa.select(
+            episodes.c.drama_id,
+            episodes.c.number,
+            episodes.c.title,
+            episodes.c.duration_s,
+            episodes.c.media_key,
+            sa.func.count().over(partition_by=episodes.c.drama_id).label("total"),
+            sa.func.row_number()
+            .over(partition_by=episodes.c.drama_id, order_by=episodes.c.number)
+            .label("position"),
+        )
+        .where(episodes.c.drama_id.in_(drama_ids))
+        .subquery("ranked")
+    )
+    query = sa.select(ranked).order_by(ranked.c.drama_id, ranked.c.number)
+    if per_drama is not None:
+        # Keep at least the first row of every drama: it carries the total.
+        query = query.where(ranked.c.position <= max(per_drama, 1))
+    return query
+
+
+async def _insert_new(conn: AsyncConnection, rows: list[dict[str, object]]) -> int:
+    # ON CONFLICT DO NOTHING ... RETURNING counts exactly the rows this call inserted, in one
+    # statement per chunk, even if another seed runs at the same time. Both dialects spell it
+    # the same way but SQLAlchemy keeps it in each dialect's own insert().
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(episodes).on_conflict_do_nothing(
+        index_elements=[episodes.c.drama_id, episodes.c.number]
+    )
+    result = await conn.execute(statement.returning(episodes.c.drama_id), rows)
+    return len(result.all())
+
+
+def _create_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    parsed = sa.make_url(url)
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+        if not in_memory:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            options = {"pool_size": pool_size, "max_overflow": max_overflow}
+        # An in-memory database lives in one connection, so SQLAlchemy pins it (StaticPool)
+        # and pool sizes do not apply.
+    else:
+        # No pre-ping: it would add a round trip to every checkout, inside the latency this
+        # project measures. Recycling bounds a connection's age instead; a connection broken
+        # by a database restart fails one query and is then discarded by the pool.
+        options = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": 5,
+            "pool_recycle": 1800,
+        }
+    engine = create_async_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    # WAL lets readers run while the seed writes; NORMAL is durable enough under WAL, and the
+    # busy timeout makes a second writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
