@@ -36,6 +36,11 @@ SERVICES = ("episode", "stream", "drama")
 LOCAL_S3_KEY = {"AWS_ACCESS_KEY_ID": "local-s3", "AWS_SECRET_ACCESS_KEY": "local-s3-secret"}
 
 
+def _kind(name: str) -> str:
+    """``episode2`` is a second episode-service; ``s3`` is itself."""
+    return name if name in READY else name.rstrip("0123456789")
+
+
 class StackError(RuntimeError):
     """A process of the stack failed to start, seed or stop."""
 
@@ -49,6 +54,7 @@ class StackConfig:
     drama_database_url: str | None = None  # default: SQLite files in workdir
     episode_database_url: str | None = None
     seed_dramas: int | None = None  # None: the ~20-drama sample catalogue
+    media_dramas: int = 20  # the bucket gets HLS samples for the first N dramas
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
     echo: bool = False  # copy the processes' log lines to stdout
 
@@ -78,7 +84,9 @@ class Stack:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def env(self, service: str) -> dict[str, str]:
+    def env(self, name: str) -> dict[str, str]:
+        """The environment of process ``name`` (``episode2`` is a second episode-service)."""
+        service = _kind(name)
         cfg = self.config
         workdir = cfg.workdir.resolve()
         env = {
@@ -113,7 +121,7 @@ class Stack:
         commands = {
             "drama": ["drama", "seed", *dramas],
             "episode": ["episode", "seed", *dramas],
-            "stream": ["stream", "seed"],
+            "stream": ["stream", "seed", "--dramas", str(self.config.media_dramas)],
         }
         await asyncio.gather(*(self._seed_one(name, args) for name, args in commands.items()))
 
@@ -160,7 +168,7 @@ class Stack:
             line = raw.decode(errors="replace").rstrip()
             log.write(line + "\n")
             log.flush()
-            if READY[name] in line:
+            if READY[_kind(name)] in line:
                 self._ready[name].set()
             if self.config.echo and name != "s3":  # the S3 access log stays in its file
                 print(f"{name:>8} | {_message(line)}", flush=True)
@@ -186,7 +194,8 @@ class Stack:
 
     async def stop(self) -> None:
         # The front first: it drains its requests while the workers still answer them.
-        for name in ("drama", "episode", "stream", "s3"):
+        order = ("drama", "episode", "stream", "s3")
+        for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
 
 

@@ -17,8 +17,8 @@ from .worker import build_worker, open_s3
 
 log = logging.getLogger("stream")
 
-# The bucket holds a sample only for the hand-written catalogue: a generated one of 10,000
-# dramas would mean 100,000s of objects, and pre-signing does not need the object to exist.
+# By default the bucket holds media for the hand-written catalogue only: a generated one of
+# 10,000 dramas would mean 100,000s of objects, and pre-signing needs no object to exist.
 SAMPLE_MEDIA_DRAMAS = 20
 
 
@@ -36,8 +36,8 @@ async def serve(settings: Settings) -> None:
         log.info("stream-service stopping")
 
 
-async def seed(settings: Settings) -> None:
-    keys = [e.media_key for d in sample()[:SAMPLE_MEDIA_DRAMAS] for e in d.episodes]
+async def seed(settings: Settings, dramas: int) -> None:
+    keys = [e.media_key for d in sample(dramas) for e in d.episodes]
     async with open_s3(settings) as s3:
         uploaded = await seed_media(s3, settings.media_bucket, keys)
     log.info("seeded %d media objects into bucket %s", uploaded, settings.media_bucket)
@@ -46,7 +46,13 @@ async def seed(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream", description=__doc__)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("seed", help="upload an HLS sample for each sample episode (idempotent)")
+    seeder = commands.add_parser("seed", help="upload an HLS sample per episode (idempotent)")
+    seeder.add_argument(
+        "--dramas",
+        type=int,
+        default=SAMPLE_MEDIA_DRAMAS,
+        help=f"media for the first N dramas of the catalogue (default {SAMPLE_MEDIA_DRAMAS})",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("stream-service", settings.log_level)
     if args.command == "seed":
-        asyncio.run(seed(settings))
+        asyncio.run(seed(settings, args.dramas))
     else:
         asyncio.run(serve(settings))
     return 0

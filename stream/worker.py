@@ -26,6 +26,7 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
         signature_version="s3v4",
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "virtual"},
         retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=16,  # the seed keeps 16 uploads in flight
     )
     session = aioboto3.Session()
     async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
