@@ -136,8 +136,13 @@ class Stack:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise StackError(f"seeding {service} failed (exit {code}):\n{tail}")
 
-    async def start_process(self, name: str, module: str, *args: str) -> None:
-        """Start ``python -m module`` and wait until it logs that it is ready."""
+    async def start_process(
+        self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Start ``python -m module`` and wait until it logs that it is ready.
+
+        ``env`` adds variables to the process's environment (say, another ``HTTP_PORT``).
+        """
         self._ready[name] = asyncio.Event()
         self._logs[name] = (self.config.workdir / f"{name}.log").open("a", encoding="utf-8")
         process = await asyncio.create_subprocess_exec(
@@ -145,7 +150,7 @@ class Stack:
             "-m",
             module,
             *args,
-            env=self.env(name),
+            env={**self.env(name), **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops the rest in order

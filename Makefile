@@ -1,0 +1,45 @@
+# drama-streaming: `make run` runs the system, `make test` runs everything CI checks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint types imports pytest bench seed-large clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
+run: $(STAMP)
+	$(BIN)/python -m loadtest.stack
+
+## test: lint, types, import contracts and the test suite (real RabbitMQ and PostgreSQL)
+test: lint types imports pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## bench: throughput and latency of GET /dramas/{id} and of one RPC, confirms on and off
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.bench
+
+## seed-large: make run with a generated catalogue of 10,000 dramas
+seed-large: $(STAMP)
+	$(BIN)/python -m loadtest.stack --dramas 10000
+
+clean:
+	rm -rf .run .mypy_cache .ruff_cache .pytest_cache
