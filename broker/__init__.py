@@ -5,6 +5,7 @@ methods with :class:`RpcWorker`. Errors are described in :mod:`broker._errors`.
 """
 
 from ._client import AmqpRpcClient, RpcClient
+from ._db import open_engine
 from ._env import Env
 from ._errors import (
     BadRequest,
@@ -40,6 +41,7 @@ __all__ = [
     "RpcWorker",
     "Topology",
     "configure_logging",
+    "open_engine",
     "redact_url",
     "stop_event",
 ]

@@ -10,13 +10,13 @@ and PostgreSQL (asyncpg); the schema is created on open.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker import open_engine
 from catalog import CatalogDrama
 from episode.contract import DramaEpisodes, Episode
 
@@ -49,13 +49,7 @@ class EpisodeStore:
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
         """Connect to ``url``, creating the schema if it is missing."""
-        engine = _create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all, checkfirst=True)
-        except BaseException:
-            await engine.dispose()
-            raise
+        engine = await open_engine(url, metadata, pool_size=pool_size, max_overflow=max_overflow)
         return cls(engine)
 
     @property
@@ -175,42 +169,3 @@ async def _insert_new(conn: AsyncConnection, rows: list[dict[str, object]]) -> i
     )
     result = await conn.execute(statement.returning(episodes.c.drama_id), rows)
     return len(result.all())
-
-
-def _create_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
-    parsed = sa.make_url(url)
-    options: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
-        if not in_memory:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-            options = {"pool_size": pool_size, "max_overflow": max_overflow}
-        # An in-memory database lives in one connection, so SQLAlchemy pins it (StaticPool)
-        # and pool sizes do not apply.
-    else:
-        # No pre-ping: it would add a round trip to every checkout, inside the latency this
-        # project measures. Recycling bounds a connection's age instead; a connection broken
-        # by a database restart fails one query and is then discarded by the pool.
-        options = {
-            "pool_size": pool_size,
-            "max_overflow": max_overflow,
-            "pool_timeout": 5,
-            "pool_recycle": 1800,
-        }
-    engine = create_async_engine(parsed, **options)
-    if parsed.get_backend_name() == "sqlite":
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
-    # WAL lets readers run while the seed writes; NORMAL is durable enough under WAL, and the
-    # busy timeout makes a second writer wait instead of failing with "database is locked".
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
-    finally:
-        cursor.close()
