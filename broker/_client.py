@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 import aiormq.exceptions
 import msgspec
 
@@ -121,7 +122,6 @@ class AmqpRpcClient:
             channel = await self._connection.channel(publisher_confirms=self._confirms)
             assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
             self._channel = channel
-            channel.return_callbacks.add(self._on_return)
             channel.close_callbacks.add(self._on_channel_close)
             channel.reopen_callbacks.add(self._on_channel_reopen)
             # The exchange is the client's contract with the workers; declaring it (idempotent)
@@ -180,12 +180,25 @@ class AmqpRpcClient:
         )
         try:
             async with asyncio.timeout(timeout):
-                await self._exchange.publish(message, routing_key=method, mandatory=True)
+                confirmation = await self._exchange.publish(
+                    message, routing_key=method, mandatory=True
+                )
+                # On a confirming channel aiormq hands back a returned (unroutable) message as
+                # the publish result; aio-pika's return callbacks are not re-hooked after a
+                # reconnect, so this is the one place that sees every return.
+                if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+                    raise RpcUnroutable(method, "no worker queue is bound to this method")
                 reply = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
         except _LINK_ERRORS as exc:
             raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller cancelled us
+            # aiormq fails pending confirms with CancelledError when it drops a stuck connection.
+            raise RpcUnavailable(method, "broker connection dropped") from None
         finally:
             self._pending.pop(correlation_id, None)
         return _decode_reply(method, reply.body, result_type)
@@ -205,19 +218,18 @@ class AmqpRpcClient:
             pending[1].set_result(message)
         # A reply with no pending call arrived after its call timed out: nothing waits for it.
 
-    def _on_return(self, _channel: Any, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        pending = self._pending.pop(message.correlation_id or "", None)
-        if pending is not None and not pending[1].done():
-            method, future = pending
-            future.set_exception(RpcUnroutable(method, "no worker queue is bound to this method"))
-
     def _on_channel_close(self, _channel: Any, exc: BaseException | None) -> None:
         self._ready.clear()
         self._fail_pending(RpcUnavailable, f"broker connection lost: {exc!r}")
 
     async def _on_channel_reopen(self, _channel: Any) -> None:
+        # aio-pika gathers reopen callbacks without logging their errors: log them here.
+        try:
+            await self._consume_replies()
+        except Exception:
+            log.exception("RPC client reconnected but could not consume replies")
+            return
         log.info("RPC client reconnected to the broker")
-        await self._consume_replies()
 
     def _fail_pending(self, error: type[RpcError], reason: str) -> None:
         pending, self._pending = self._pending, {}

@@ -138,7 +138,13 @@ class RpcWorker:
             dlx = await channel.declare_exchange(
                 self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
             )
-            dead = await channel.declare_queue(self._topology.dead_letter_queue, durable=True)
+            # Bounded, so that an overload (every expired request lands here) cannot fill the
+            # broker; the oldest go first.
+            dead = await channel.declare_queue(
+                self._topology.dead_letter_queue,
+                durable=True,
+                arguments={"x-max-length": 100_000, "x-message-ttl": 7 * 24 * 3600 * 1000},
+            )
             await dead.bind(dlx)
             self._queue = await channel.declare_queue(
                 self._queue_name,
@@ -165,8 +171,11 @@ class RpcWorker:
         """Stop consuming, finish in-flight requests, close the connection."""
         self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
+            # A robust channel waits for the connection to come back before it cancels: bound
+            # it, since closing the connection stops deliveries anyway.
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+                async with asyncio.timeout(1):
+                    await self._queue.cancel(self._consumer_tag)
         if self._inflight:
             log.info("worker draining %d in-flight requests", len(self._inflight))
             _done, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
@@ -188,6 +197,12 @@ class RpcWorker:
         self._inflight.add(task)
         try:
             await self._handle(message)
+        except Exception:
+            # The reply or the ack failed (the channel is going): the broker redelivers the
+            # request if it is still unacked; if it is not, rejecting it is all that is left.
+            log.exception("rpc not completed method=%s", message.routing_key)
+            with contextlib.suppress(Exception):
+                await message.reject(requeue=False)
         finally:
             self._inflight.discard(task)
 
@@ -263,6 +278,13 @@ class RpcWorker:
             return None, "late"
         except HandlerError as exc:
             return encode_error(exc.error_type, exc.message), exc.error_type
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker is being torn down
+            # The handler itself raised CancelledError: without this the request would hold
+            # a prefetch slot, unacked, until the channel closed.
+            raise _Reject("internal", "handler was cancelled") from None
         except Exception as exc:
             log.exception("rpc handler failed method=%s", method)
             raise _Reject("internal", f"{type(exc).__name__} in handler") from exc

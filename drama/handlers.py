@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from broker import RpcClient
+from broker import RpcClient, RpcRemoteError
 from episode.contract import LIST, DramaEpisodes, EpisodeList, ListEpisodes
 from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
 
@@ -107,12 +107,19 @@ def decode_cursor(raw: str | None) -> int | None:
     return int(last)
 
 
+def _check_count(method: str, got: int, asked: int) -> None:
+    """A reply must answer each item asked, in order; anything else is the worker's fault."""
+    if got != asked:
+        raise RpcRemoteError(method, "bad_reply", f"{got} items for {asked} asked")
+
+
 async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
     if not keys:
         return []
     reply = await request.app[RPC].call(
         PRESIGN, Presign(keys=keys), PresignedUrls, timeout=request.app[TIMEOUT]
     )
+    _check_count(PRESIGN, len(reply.urls), len(keys))
     return reply.urls
 
 
@@ -125,6 +132,7 @@ async def _episodes(
         EpisodeList,
         timeout=request.app[TIMEOUT],
     )
+    _check_count(LIST, len(reply.dramas), len(drama_ids))
     return reply.dramas
 
 

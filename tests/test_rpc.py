@@ -53,6 +53,9 @@ class Service:
     async def crash(self, ask: Ask) -> Answer:
         raise ZeroDivisionError("boom")
 
+    async def cancel(self, ask: Ask) -> Answer:
+        raise asyncio.CancelledError
+
 
 @pytest.fixture
 def service() -> Service:
@@ -66,6 +69,7 @@ async def start_worker(
     worker.register("t.echo", Ask, service.echo)
     worker.register("t.missing", Ask, service.missing)
     worker.register("t.crash", Ask, service.crash)
+    worker.register("t.cancel", Ask, service.cancel)
     await worker.start()
     return worker
 
@@ -126,6 +130,20 @@ async def test_handler_crash_replies_and_dead_letters(
     assert "boom" not in str(caught.value)  # no internals leak to the caller
     dead = await dead_letters(amqp_url, topology)
     assert [m.routing_key for m in dead] == ["t.crash"]
+
+
+async def test_handler_raising_cancelled_does_not_stall_the_worker(
+    amqp_url: str, queue_name: str, topology: Topology, service: Service, client: AmqpRpcClient
+) -> None:
+    worker = await start_worker(amqp_url, queue_name, topology, service, prefetch=1)
+    try:
+        with pytest.raises(RpcRemoteError) as caught:
+            await client.call("t.cancel", Ask(1), Answer)
+        assert caught.value.error_type == "internal"
+        # The only prefetch slot was given back: the next request is served.
+        assert await client.call("t.echo", Ask(2), Answer) == Answer(2)
+    finally:
+        await worker.stop()
 
 
 async def test_invalid_request_replies_and_dead_letters(
@@ -251,6 +269,11 @@ async def test_connection_loss_fails_pending_calls_then_recovers(
     await asyncio.wait_for(client.wait_ready(), 10)
     # The worker's robust connection has recovered its consumer too.
     assert await client.call("t.echo", Ask(42), Answer, timeout=10) == Answer(42)
+    # And an unroutable call still fails at once on the reopened channel.
+    started = time.monotonic()
+    with pytest.raises(RpcUnroutable):
+        await client.call("t.nobody", Ask(1), Answer, timeout=5)
+    assert time.monotonic() - started < 1.0
 
 
 async def test_graceful_stop_finishes_in_flight(
