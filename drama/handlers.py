@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from broker import RpcClient, RpcRemoteError
+from broker import RpcClient, RpcNotFound, RpcRemoteError
 from episode.contract import LIST, DramaEpisodes, EpisodeList, ListEpisodes
 from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
 
@@ -159,9 +159,13 @@ async def list_dramas(request: web.Request) -> web.Response:
     dramas = dramas[:limit]
     items: list[DramaSummary] = []
     if dramas:
-        listings = await _episodes(request, [d.id for d in dramas], 1)
-        keys = [listing.episodes[0].media_key for listing in listings if listing.episodes]
-        urls = iter(await _streams(request, keys))
+        try:
+            listings = await _episodes(request, [d.id for d in dramas], 1)
+            keys = [listing.episodes[0].media_key for listing in listings if listing.episodes]
+            urls = iter(await _streams(request, keys))
+        except RpcNotFound as exc:
+            # A page asks for nothing that may be missing: a worker saying so is at fault.
+            raise RpcRemoteError(exc.method, exc.error_type, exc.remote_message) from exc
         for drama, listing in zip(dramas, listings, strict=True):
             first = None
             if listing.episodes:
