@@ -1,4 +1,4 @@
-"""The shared runtime of drama-streaming: RPC over RabbitMQ (protocol v1) and settings helpers.
+"""The shared runtime of drama-streaming: RPC over RabbitMQ (protocol v1), tracing, settings.
 
 Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`); workers serve
 methods with :class:`RpcWorker`. Errors are described in :mod:`broker._errors`.
@@ -20,12 +20,14 @@ from ._errors import (
     RpcUnroutable,
 )
 from ._runtime import configure_logging, redact_url, stop_event
+from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
 __all__ = [
     "AmqpRpcClient",
     "BadRequest",
+    "CallTiming",
     "ConfigError",
     "Env",
     "HandlerError",
@@ -40,7 +42,10 @@ __all__ = [
     "RpcUnroutable",
     "RpcWorker",
     "Topology",
+    "collect_timings",
     "configure_logging",
+    "configure_tracing",
+    "instrument_engine",
     "open_engine",
     "redact_url",
     "stop_event",

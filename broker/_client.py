@@ -20,6 +20,9 @@ import aio_pika.abc
 import aiormq.abc
 import aiormq.exceptions
 import msgspec
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from pamqp.commands import Basic
 
 from ._errors import (
     RpcError,
@@ -29,7 +32,19 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
-from ._wire import CONTENT_TYPE, DIRECT_REPLY_TO, SENT_AT_NS, TIMEOUT_MS, Reply, Topology, encode
+from ._telemetry import TRACER, CallTiming, messaging_attributes, record_timing, span_error
+from ._wire import (
+    CONTENT_TYPE,
+    DIRECT_REPLY_TO,
+    HANDLER_NS,
+    QUEUE_WAIT_NS,
+    SENT_AT_NS,
+    TIMEOUT_MS,
+    Reply,
+    Topology,
+    encode,
+    header_int,
+)
 
 T = TypeVar("T")
 _Incoming = aio_pika.abc.AbstractIncomingMessage
@@ -87,21 +102,22 @@ class AmqpRpcClient:
         topology: Topology | None = None,
         publisher_confirms: bool = True,
         reconnect_interval: float = 1.0,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._url = url
         self._timeout = timeout
+        self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
         self._topology = topology or Topology()
         self._confirms = publisher_confirms
         self._reconnect_interval = reconnect_interval
         # correlation id -> (method, future of the reply)
-        self._pending: dict[
-            str, tuple[str, asyncio.Future[aio_pika.abc.AbstractIncomingMessage]]
-        ] = {}
+        self._pending: dict[str, tuple[str, asyncio.Future[tuple[_Incoming, int]]]] = {}
         self._ids = itertools.count()
         self._prefix = f"{os.getpid():x}.{id(self):x}."
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
 
     async def __aenter__(self) -> AmqpRpcClient:
@@ -163,32 +179,64 @@ class AmqpRpcClient:
         timeout: float | None = None,
     ) -> T:
         timeout = self._timeout if timeout is None else timeout
+        with self._tracer.start_as_current_span(
+            f"call {method}",
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "rabbitmq", "rpc.method": method},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                reply, timing = await self._round_trip(method, request, timeout)
+                record_timing(timing)
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "rpc.round_trip_ms": timing.round_trip_ns / 1e6,
+                            "rpc.handler_ms": timing.handler_ns / 1e6,
+                            "rpc.overhead_ms": timing.overhead_ns / 1e6,
+                            "rpc.queue_wait_ms": timing.queue_wait_ns / 1e6,
+                            "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
+                        }
+                    )
+                return _decode_reply(method, reply.body, result_type)
+            except RpcError as exc:
+                span_error(span, exc.error_type, str(exc))
+                raise
+
+    async def _round_trip(
+        self, method: str, request: Any, timeout: float
+    ) -> tuple[_Incoming, CallTiming]:
         if not self._ready.is_set() or self._exchange is None:
             raise RpcUnavailable(method, "not connected to the broker")
         correlation_id = self._prefix + str(next(self._ids))
-        future: asyncio.Future[aio_pika.abc.AbstractIncomingMessage]
+        future: asyncio.Future[tuple[_Incoming, int]]
         future = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (method, future)
-        message = aio_pika.Message(
-            encode(request),
-            content_type=CONTENT_TYPE,
-            correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
-            # A request nobody picks up in time dies in the queue instead of running late.
-            expiration=timeout,
-            headers={SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)},
-        )
+        body = encode(request)
+        headers: dict[str, Any] = {SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)}
+        exchange = self._exchange.name
+        started = time.monotonic_ns()
         try:
             async with asyncio.timeout(timeout):
-                confirmation = await self._exchange.publish(
-                    message, routing_key=method, mandatory=True
-                )
-                # On a confirming channel aiormq hands back a returned (unroutable) message as
-                # the publish result; aio-pika's return callbacks are not re-hooked after a
-                # reconnect, so this is the one place that sees every return.
-                if isinstance(confirmation, aiormq.abc.DeliveredMessage):
-                    raise RpcUnroutable(method, "no worker queue is bound to this method")
-                reply = await future
+                with self._tracer.start_as_current_span(
+                    f"send {exchange}:{method}",
+                    kind=SpanKind.PRODUCER,
+                    attributes=messaging_attributes("send", exchange, method, correlation_id, body),
+                    record_exception=False,
+                    set_status_on_exception=False,
+                ) as producer:
+                    propagate.inject(headers)
+                    properties = Basic.Properties(
+                        content_type=CONTENT_TYPE,
+                        correlation_id=correlation_id,
+                        reply_to=DIRECT_REPLY_TO,
+                        # A request nobody picks up in time dies in the queue, not late.
+                        expiration=str(max(1, round(timeout * 1000))),
+                        headers=headers,
+                    )
+                    await self._publish(producer, exchange, method, body, properties)
+                reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
         except _LINK_ERRORS as exc:
@@ -201,13 +249,70 @@ class AmqpRpcClient:
             raise RpcUnavailable(method, "broker connection dropped") from None
         finally:
             self._pending.pop(correlation_id, None)
-        return _decode_reply(method, reply.body, result_type)
+        timing = CallTiming(
+            method=method,
+            round_trip_ns=time.monotonic_ns() - started,
+            handler_ns=header_int(reply.headers, HANDLER_NS) or 0,
+            queue_wait_ns=header_int(reply.headers, QUEUE_WAIT_NS) or 0,
+            reply_wait_ns=0,
+        )
+        replied_at = header_int(reply.headers, SENT_AT_NS)
+        if replied_at is not None:
+            # Wall clocks of two hosts: clamped at 0, the skew-free figure is round trip - handler.
+            reply_start = min(max(replied_at, headers[SENT_AT_NS]), received_ns)
+            timing = timing._replace(reply_wait_ns=received_ns - reply_start)
+            if producer.is_recording():
+                self._tracer.start_span(
+                    f"reply wait {method}",
+                    context=trace.set_span_in_context(producer),
+                    start_time=reply_start,
+                    attributes={
+                        **messaging_attributes("receive", "", method, correlation_id, reply.body),
+                        "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
+                    },
+                ).end(end_time=received_ns)
+        return reply, timing
+
+    async def _publish(
+        self,
+        producer: trace.Span,
+        exchange: str,
+        method: str,
+        body: bytes,
+        properties: Basic.Properties,
+    ) -> None:
+        if self._amqp is None:
+            raise RpcUnavailable(method, "not connected to the broker")
+        try:
+            # On the channel itself, not through aio-pika's robust wrapper: that one waits for
+            # a lost connection to come back, this one fails at once.
+            # Typed as an ack frame, but a returned message comes back as the result (below).
+            confirmation: object = await self._amqp.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=method,
+                properties=properties,
+                mandatory=True,
+            )
+        except BaseException as exc:
+            span_error(producer, type(exc).__name__, repr(exc))
+            raise
+        # On a confirming channel aiormq hands back a returned (unroutable) message as the
+        # publish result; aio-pika's return callbacks are not re-hooked after a reconnect, so
+        # this is the one place that sees every return.
+        if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+            span_error(producer, "unroutable", "no queue bound")
+            raise RpcUnroutable(method, "no worker queue is bound to this method")
+        if isinstance(confirmation, Basic.Nack):
+            span_error(producer, "nack", "the broker refused the message")
+            raise RpcUnavailable(method, "the broker refused the request (nack)")
 
     # -- callbacks -------------------------------------------------------------------------
 
     async def _consume_replies(self) -> None:
         assert self._channel is not None
         # Direct reply-to: consumed without acks on the channel that publishes the requests.
+        self._amqp = await self._channel.get_underlay_channel()
         queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await queue.consume(self._on_reply, no_ack=True)
         self._ready.set()
@@ -215,7 +320,7 @@ class AmqpRpcClient:
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         pending = self._pending.pop(message.correlation_id or "", None)
         if pending is not None and not pending[1].done():
-            pending[1].set_result(message)
+            pending[1].set_result((message, time.time_ns()))
         # A reply with no pending call arrived after its call timed out: nothing waits for it.
 
     def _on_channel_close(self, _channel: Any, exc: BaseException | None) -> None:

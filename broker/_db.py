@@ -10,13 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ._telemetry import instrument_engine
 
 
 async def open_engine(
-    url: str, metadata: sa.MetaData, *, pool_size: int = 10, max_overflow: int = 10
+    url: str,
+    metadata: sa.MetaData,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> AsyncEngine:
-    """An engine for ``url`` with the tables of ``metadata`` created if they are missing."""
+    """An engine for ``url`` with the tables of ``metadata`` created if they are missing.
+
+    Every statement it runs is a database CLIENT span (of the global tracer provider unless
+    ``tracer_provider`` is given; no-op while tracing is off).
+    """
     engine = _create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     try:
         async with engine.begin() as conn:
@@ -24,6 +36,8 @@ async def open_engine(
     except BaseException:
         await engine.dispose()
         raise
+    # After the schema check: start-up statements are not requests worth a trace.
+    instrument_engine(engine, tracer_provider)
     return engine
 
 

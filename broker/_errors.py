@@ -18,7 +18,12 @@ from __future__ import annotations
 
 
 class RpcError(Exception):
-    """A call failed. ``method`` names the RPC method that was called."""
+    """A call failed. ``method`` names the RPC method that was called.
+
+    ``error_type`` is a short, stable name of the failure, for spans and metrics.
+    """
+
+    error_type = "error"
 
     def __init__(self, method: str, message: str) -> None:
         super().__init__(f"{method}: {message}")
@@ -29,13 +34,19 @@ class RpcError(Exception):
 class RpcUnavailable(RpcError):
     """The call could not reach a worker: broker down, connection lost, or no route."""
 
+    error_type = "unavailable"
+
 
 class RpcUnroutable(RpcUnavailable):
     """The broker returned the request because no queue is bound to the method."""
 
+    error_type = "unroutable"
+
 
 class RpcTimeout(RpcError):
     """No reply arrived within the call's timeout."""
+
+    error_type = "timeout"
 
     def __init__(self, method: str, timeout: float) -> None:
         super().__init__(method, f"no reply within {timeout * 1000:.0f} ms")
@@ -47,7 +58,7 @@ class RpcRemoteError(RpcError):
 
     def __init__(self, method: str, error_type: str, message: str) -> None:
         super().__init__(method, f"{error_type}: {message}")
-        self.error_type = error_type
+        self.error_type = error_type  # the worker's: not_found, bad_request, internal...
         self.remote_message = message
 
 

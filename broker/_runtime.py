@@ -10,6 +10,8 @@ import signal
 import sys
 from typing import Any
 
+from opentelemetry import trace
+
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -26,6 +28,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            line["trace_id"] = format(context.trace_id, "032x")
+            line["span_id"] = format(context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value

@@ -26,8 +26,11 @@ from typing import Any, Generic, Literal, TypeVar
 import aio_pika
 import aio_pika.abc
 import msgspec
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from ._errors import HandlerError
+from ._telemetry import TRACER, messaging_attributes, span_error
 from ._wire import (
     CONTENT_TYPE,
     HANDLER_NS,
@@ -81,9 +84,11 @@ class RpcWorker:
         publisher_confirms: bool = True,
         grace: float = 10.0,
         reconnect_interval: float = 1.0,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._url = url
         self._queue_name = queue
+        self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
         self._prefetch = prefetch
         self._topology = topology or Topology()
         self._queue_type = queue_type
@@ -128,6 +133,7 @@ class RpcWorker:
             reconnect_interval=self._reconnect_interval,
             client_properties={"connection_name": f"{self._queue_name} pid={os.getpid()}"},
         )
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
             channel = await self._connection.channel(publisher_confirms=self._confirms)
             self._channel = channel
@@ -166,6 +172,9 @@ class RpcWorker:
             ",".join(self._routes),
             self._prefetch,
         )
+
+    def _on_reconnect(self, _connection: object) -> None:
+        log.info("worker reconnected to the broker, queue=%s", self._queue_name)
 
     async def stop(self) -> None:
         """Stop consuming, finish in-flight requests, close the connection."""
@@ -208,14 +217,59 @@ class RpcWorker:
 
     async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         received_ns = time.time_ns()
-        started = time.monotonic_ns()
         method = message.routing_key or ""
         sent_at = header_int(message.headers, SENT_AT_NS)
         queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
+        # The caller's PRODUCER span is the parent of the wait and of the processing.
+        parent = propagate.extract(message.headers or {})
+        attributes = messaging_attributes(
+            "process", self._topology.exchange, method, message.correlation_id, message.body
+        )
+        attributes["messaging.destination.subscription.name"] = self._queue_name
+        if sent_at is not None:
+            # Wall clocks of two hosts: clamped so that skew cannot make it negative.
+            wait = self._tracer.start_span(
+                f"queue wait {method}",
+                context=parent,
+                start_time=min(sent_at, received_ns),
+                attributes={**attributes, "rpc.queue_wait_ms": queue_wait_ns / 1e6},
+            )
+            wait.end(end_time=received_ns)
+        with self._tracer.start_as_current_span(
+            f"process {self._queue_name} {method}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            start_time=received_ns,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            started = time.monotonic_ns()
+            outcome = await self._complete(message, method, sent_at, received_ns, queue_wait_ns)
+            handler_ns = time.monotonic_ns() - started
+            if outcome != "ok":
+                span_error(span, outcome, f"{method}: {outcome}")
+            log.info(
+                "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f",
+                method,
+                outcome,
+                handler_ns / 1e6,
+                queue_wait_ns / 1e6,
+            )
+
+    async def _complete(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        method: str,
+        sent_at: int | None,
+        received_ns: int,
+        queue_wait_ns: int,
+    ) -> str:
+        """Dispatch, reply, and ack or dead-letter; the outcome."""
+        started = time.monotonic_ns()
         try:
             body, outcome = await self._dispatch(message, method, sent_at, received_ns)
         except _Reject as reject:
-            outcome = reject.error_type
             log.warning(
                 "rpc dead-lettered method=%s correlation_id=%s reason=%s: %s",
                 method,
@@ -224,29 +278,21 @@ class RpcWorker:
                 reject.message,
             )
             if reject.reply and message.reply_to:
-                handler_ns = time.monotonic_ns() - started
                 await self._reply(
                     message,
                     encode_error(reject.error_type, reject.message),
-                    handler_ns,
+                    time.monotonic_ns() - started,
                     queue_wait_ns,
                 )
             await message.reject(requeue=False)
-            return
-        handler_ns = time.monotonic_ns() - started
+            return reject.error_type
         if body is None:
             # The deadline passed while handling: the caller has its timeout already.
             log.warning("rpc late method=%s correlation_id=%s", method, message.correlation_id)
         else:
-            await self._reply(message, body, handler_ns, queue_wait_ns)
+            await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns)
         await message.ack()
-        log.info(
-            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f",
-            method,
-            outcome,
-            handler_ns / 1e6,
-            queue_wait_ns / 1e6,
-        )
+        return outcome
 
     async def _dispatch(
         self,
@@ -301,10 +347,11 @@ class RpcWorker:
         queue_wait_ns: int,
     ) -> None:
         assert self._channel is not None
-        headers: dict[str, Any] = {HANDLER_NS: handler_ns, QUEUE_WAIT_NS: queue_wait_ns}
-        sent_at = header_int(message.headers, SENT_AT_NS)
-        if sent_at is not None:
-            headers[SENT_AT_NS] = sent_at
+        headers: dict[str, Any] = {
+            HANDLER_NS: handler_ns,
+            QUEUE_WAIT_NS: queue_wait_ns,
+            SENT_AT_NS: time.time_ns(),  # the reply's own send time: the caller's reply wait
+        }
         await self._channel.default_exchange.publish(
             aio_pika.Message(
                 body,

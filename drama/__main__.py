@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from aiohttp import web
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
-from broker import ConfigError, configure_logging
+from broker import ConfigError, configure_logging, configure_tracing
 from catalog import sample
 
 from .app import create_app
@@ -44,16 +46,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "seed":
         asyncio.run(seed(settings, args.dramas, reset=args.reset))
         return 0
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=None,
-        print=lambda _: log.info(
-            "drama-service listening on http://%s:%d", settings.http_host, settings.http_port
-        ),
-        shutdown_timeout=10,
-    )
+    try:
+        provider = configure_tracing("drama-service", os.environ)
+    except ConfigError as exc:
+        print(f"drama-service: {exc}", file=sys.stderr)
+        return 2
+    if provider is not None:
+        # Probes and the document are not requests worth a trace.
+        os.environ.setdefault(
+            "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS",
+            "/healthz$,/readyz$,/metrics$,/openapi.json$",
+        )
+        # Puts the server-span middleware in front of every web.Application created after it.
+        AioHttpServerInstrumentor().instrument(tracer_provider=provider)
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.http_host,
+            port=settings.http_port,
+            access_log=None,
+            print=lambda _: log.info(
+                "drama-service listening on http://%s:%d", settings.http_host, settings.http_port
+            ),
+            shutdown_timeout=10,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still batched
     return 0
 
 

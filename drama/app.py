@@ -14,13 +14,16 @@ from .openapi import openapi
 from .problems import problem_middleware
 from .settings import Settings
 from .store import DramaStore
+from .timing import server_timing
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
     """The application; its database engine and RPC client open on startup, close on cleanup."""
-    app = web.Application(middlewares=[problem_middleware])
+    # Outermost first: Server-Timing sees every response, problem+json ones included. With
+    # tracing on, the OpenTelemetry server middleware is put in front of both (instrument()).
+    app = web.Application(middlewares=[server_timing, problem_middleware])
     app[handlers.TIMEOUT] = settings.rpc_timeout_ms / 1000
 
     async def database(app: web.Application) -> AsyncIterator[None]:

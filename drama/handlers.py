@@ -22,6 +22,7 @@ from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
 
 from .problems import DramaNotFound, InvalidParameter
 from .store import Drama, DramaStore
+from .timing import db_time
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -138,7 +139,8 @@ async def _episodes(
 
 async def get_drama(request: web.Request) -> web.Response:
     drama_id = parse_id(request.match_info["id"])
-    drama = await request.app[STORE].get(drama_id)
+    async with db_time(request):
+        drama = await request.app[STORE].get(drama_id)
     if drama is None:
         raise DramaNotFound(f"no drama with id {drama_id}")
     (listing,) = await _episodes(request, [drama_id], None)
@@ -154,7 +156,8 @@ async def list_dramas(request: web.Request) -> web.Response:
     limit = parse_limit(request.query.get("limit"))
     after = decode_cursor(request.query.get("cursor"))
     # One row more than asked tells whether another page follows.
-    dramas = await request.app[STORE].page(after, limit + 1)
+    async with db_time(request):
+        dramas = await request.app[STORE].page(after, limit + 1)
     more = len(dramas) > limit
     dramas = dramas[:limit]
     items: list[DramaSummary] = []

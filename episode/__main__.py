@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 
-from broker import ConfigError, configure_logging, redact_url, stop_event
+from broker import ConfigError, configure_logging, configure_tracing, redact_url, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -54,8 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("episode-service", settings.log_level)
     if args.command == "seed":
         asyncio.run(seed(settings, args.dramas, reset=args.reset))
-    else:
+        return 0
+    try:
+        provider = configure_tracing("episode-service", os.environ)
+    except ConfigError as exc:
+        print(f"episode-service: {exc}", file=sys.stderr)
+        return 2
+    try:
         asyncio.run(serve(settings))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still batched
     return 0
 
 

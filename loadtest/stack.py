@@ -101,6 +101,9 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **cfg.env,
         }
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+            # Nowhere to send spans: make them (trace ids in the logs) but do not export them.
+            env.setdefault("OTEL_TRACES_EXPORTER", "none")
         if service in ("drama", "episode"):
             url = cfg.drama_database_url if service == "drama" else cfg.episode_database_url
             env["DATABASE_URL"] = url or f"sqlite+aiosqlite:///{workdir}/{service}.db"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from opentelemetry import trace
 
 from broker import BadRequest, RpcWorker
 
@@ -34,10 +35,17 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
 
 
 class Procedures:
-    def __init__(self, s3: S3Client, bucket: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        ttl_s: int,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._ttl_s = ttl_s
+        self._tracer = trace.get_tracer("drama_streaming.stream", tracer_provider=tracer_provider)
 
     async def presign(self, request: Presign) -> PresignedUrls:
         if len(request.keys) > MAX_KEYS:
@@ -49,13 +57,21 @@ class Procedures:
             timespec="seconds"
         )
         urls = []
-        for key in request.keys:
-            url = await self._s3.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self._bucket, "Key": key},
-                ExpiresIn=self._ttl_s,
-            )
-            urls.append(PresignedUrl(key=key, url=url, expires_at=expires_at))
+        with self._tracer.start_as_current_span(
+            "S3 presign",
+            attributes={
+                "aws.s3.bucket": self._bucket,
+                "rpc.method": PRESIGN,
+                "drama_streaming.presign.keys": len(request.keys),
+            },
+        ):
+            for key in request.keys:
+                url = await self._s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self._bucket, "Key": key},
+                    ExpiresIn=self._ttl_s,
+                )
+                urls.append(PresignedUrl(key=key, url=url, expires_at=expires_at))
         return PresignedUrls(urls=urls)
 
 

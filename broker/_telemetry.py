@@ -1,0 +1,154 @@
+"""Tracing: the SDK set up from the standard ``OTEL_*`` variables, and the spans of the RPC layer.
+
+Every service calls :func:`configure_tracing` once from ``__main__``. Nothing else reads the
+environment: the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
+(``OTEL_TRACES_SAMPLER``/``_ARG``), the exporter endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``),
+the batch processor (``OTEL_BSP_*``) and the propagators (``OTEL_PROPAGATORS``; add ``b3multi``
+behind an Istio Zipkin provider) are read by the SDK itself. ``OTEL_SDK_DISABLED=true`` leaves
+the no-op API in place: no span is made, nothing is exported, nothing is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRACER = "drama_streaming.broker"
+
+
+def tracing_disabled(environ: Mapping[str, str]) -> bool:
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerProvider | None:
+    """Install the global tracer provider; None when tracing is switched off.
+
+    ``service_name`` is the default for ``service.name``; ``OTEL_SERVICE_NAME`` wins. Exporters
+    come from ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf, the default),
+    ``console``, or ``none`` (spans made, for trace ids in logs, but not sent anywhere).
+    Call ``provider.shutdown()`` on exit to flush what is batched.
+    """
+    if tracing_disabled(environ):
+        return None
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol != "http/protobuf":
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, got {protocol!r}")
+    resource = Resource.create({})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
+    provider = TracerProvider(resource=resource)
+    for name in (environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
+        match name.strip():
+            case "otlp":
+                # Imported here: the exporter pulls in protobuf, not needed when tracing is off.
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                    OTLPSpanExporter,
+                )
+
+                provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            case "console":
+                provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            case "none" | "":
+                pass
+            case other:
+                raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {other!r}")
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def instrument_engine(
+    engine: AsyncEngine, tracer_provider: trace.TracerProvider | None = None
+) -> None:
+    """Database CLIENT spans for every statement ``engine`` runs."""
+    # EngineTracer is what SQLAlchemyInstrumentor(engine=...) builds; the instrumentor itself
+    # is a process-wide singleton that instruments one engine, and tests open several.
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__  # noqa: PLC0415
+
+    tracer = trace.get_tracer(
+        "opentelemetry.instrumentation.sqlalchemy", __version__, tracer_provider=tracer_provider
+    )
+    usage = metrics.get_meter("opentelemetry.instrumentation.sqlalchemy").create_up_down_counter(
+        "db.client.connections.usage"
+    )
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+# -- per-request timing of RPC calls (Server-Timing, logs) ------------------------------------
+
+
+class CallTiming(NamedTuple):
+    """What one call cost, as the caller measured it (nanoseconds)."""
+
+    method: str
+    round_trip_ns: int  # publish to reply, caller's monotonic clock
+    handler_ns: int  # the worker's handler time (x-handler-ns)
+    queue_wait_ns: int  # the request's wait in the queue, callee-measured (x-queue-wait-ns)
+    reply_wait_ns: int  # the reply's way back, reply x-sent-at-ns to receipt (wall clocks)
+
+    @property
+    def overhead_ns(self) -> int:
+        """Round trip minus handler: queue, broker and network, free of clock skew."""
+        return max(0, self.round_trip_ns - self.handler_ns)
+
+
+_timings: ContextVar[list[CallTiming] | None] = ContextVar("rpc_timings", default=None)
+
+
+@contextmanager
+def collect_timings() -> Iterator[list[CallTiming]]:
+    """Collect the :class:`CallTiming` of every call made inside the block (this task)."""
+    sink: list[CallTiming] = []
+    token = _timings.set(sink)
+    try:
+        yield sink
+    finally:
+        _timings.reset(token)
+
+
+def record_timing(timing: CallTiming) -> None:
+    sink = _timings.get()
+    if sink is not None:
+        sink.append(timing)
+
+
+def span_error(span: trace.Span, error_type: str, description: str) -> None:
+    """Mark ``span`` failed the way the semantic conventions ask: status and ``error.type``."""
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))
+    span.set_attribute("error.type", error_type)
+
+
+def messaging_attributes(
+    operation: str, exchange: str, method: str, correlation_id: str | None, body: bytes
+) -> dict[str, Any]:
+    """The ``messaging.*`` attributes of a RabbitMQ span (semantic conventions 1.27+)."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": exchange,
+        "messaging.rabbitmq.destination.routing_key": method,
+        "messaging.message.body.size": len(body),
+    }
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    return attributes

@@ -1,0 +1,68 @@
+"""Where each request's time went: the ``Server-Timing`` header and one log line per request.
+
+``Server-Timing: db;dur=0.4, episode;dur=3.1, stream;dur=4.0, queue;dur=0.6, total;dur=8.2``
+(milliseconds) shows in a browser's devtools the same breakdown a trace shows in Jaeger:
+``db`` is drama-service's own queries, ``episode`` and ``stream`` the round trips of the two
+RPCs as drama-service waited for them, ``queue`` the time the requests sat in RabbitMQ's queues
+(measured by the workers), ``total`` the whole request inside drama-service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from broker import collect_timings
+from episode.contract import LIST
+from stream.contract import PRESIGN
+
+log = logging.getLogger(__name__)
+
+DB_NS = web.RequestKey("db_ns", list)  # one mutable cell: nanoseconds spent in queries
+
+_RPC_NAMES = {LIST: "episode", PRESIGN: "stream"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def db_time(request: web.Request) -> AsyncIterator[None]:
+    """Count the block as database time of the request."""
+    started = time.perf_counter_ns()
+    try:
+        yield
+    finally:
+        cell = request.get(DB_NS)
+        if cell is not None:
+            cell[0] += time.perf_counter_ns() - started
+
+
+@web.middleware
+async def server_timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter_ns()
+    request[DB_NS] = [0]
+    with collect_timings() as calls:
+        response = await handler(request)
+    total_ns = time.perf_counter_ns() - started
+    parts = {"db": request[DB_NS][0], "episode": 0, "stream": 0, "queue": 0}
+    for call in calls:
+        name = _RPC_NAMES.get(call.method, call.method)
+        parts[name] = parts.get(name, 0) + call.round_trip_ns
+        parts["queue"] += call.queue_wait_ns
+    parts["total"] = total_ns
+    response.headers["Server-Timing"] = ", ".join(
+        f"{name};dur={ns / 1e6:.3f}" for name, ns in parts.items()
+    )
+    route = request.match_info.route.resource
+    log.info(
+        "http method=%s route=%s status=%d duration_ms=%.3f",
+        request.method,
+        route.canonical if route is not None else "-",
+        response.status,
+        total_ns / 1e6,
+    )
+    return response
