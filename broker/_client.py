@@ -261,7 +261,7 @@ class AmqpRpcClient:
             # Wall clocks of two hosts: clamped at 0, the skew-free figure is round trip - handler.
             reply_start = min(max(replied_at, headers[SENT_AT_NS]), received_ns)
             timing = timing._replace(reply_wait_ns=received_ns - reply_start)
-            if producer.is_recording():
+            if producer.get_span_context().trace_flags.sampled:
                 self._tracer.start_span(
                     f"reply wait {method}",
                     context=trace.set_span_in_context(producer),

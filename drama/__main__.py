@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drama-service: {exc}", file=sys.stderr)
         return 2
     if provider is not None:
+        # The stable HTTP conventions (http.response.status_code, url.path...), not the old.
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
         # Probes and the document are not requests worth a trace.
         os.environ.setdefault(
             "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS",

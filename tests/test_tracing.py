@@ -1,0 +1,398 @@
+"""One trace per request: the three services as processes, exporting OTLP to a receiver here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from broker import RpcWorker
+from episode.contract import LIST, QUEUE, ListEpisodes
+from loadtest.stack import Stack, StackConfig
+from tests.otlp import OtlpReceiver, Span
+
+pytestmark = pytest.mark.timeout(120)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[OtlpReceiver, str]]:
+    otlp = OtlpReceiver()
+    runner = web.AppRunner(otlp.app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield otlp, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
+
+
+@pytest.fixture
+def traced_stack(
+    tmp_path: Path, vhost: str, amqp_url: str, receiver: tuple[OtlpReceiver, str]
+) -> StackFactory:
+    def factory(**env: str) -> Stack:
+        return Stack(
+            StackConfig(
+                amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
+                http_port=free_port(),
+                s3_port=free_port(),
+                workdir=tmp_path / "run",
+                media_dramas=1,
+                env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver[1],
+                    "OTEL_BSP_SCHEDULE_DELAY": "50",
+                    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+                    "OTEL_PROPAGATORS": "tracecontext,baggage,b3multi",
+                    **env,
+                },
+            )
+        )
+
+    return factory
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def server_span(spans: list[Span], route: str, trace_id: str | None = None) -> Span | None:
+    for span in spans:
+        if (
+            span.kind == "SERVER"
+            and span.name == f"GET {route}"
+            and (trace_id is None or span.trace_id == trace_id)
+        ):
+            return span
+    return None
+
+
+RPC_SPANS = {
+    # name: (service, kind, name of the parent)
+    "call {m}": ("drama-service", "CLIENT", "GET {route}"),
+    "send rpc:{m}": ("drama-service", "PRODUCER", "call {m}"),
+    "queue wait {m}": ("{worker}", "INTERNAL", "send rpc:{m}"),
+    "process {queue} {m}": ("{worker}", "CONSUMER", "send rpc:{m}"),
+    "reply wait {m}": ("drama-service", "INTERNAL", "send rpc:{m}"),
+}
+WORKERS = {
+    "episode.list": ("episode-service", "rpc.episode"),
+    "stream.presign": ("stream-service", "rpc.stream"),
+}
+
+
+def expected_tree(route: str) -> dict[str, tuple[str, str, str]]:
+    tree = {}
+    for method, (worker, queue) in WORKERS.items():
+        for name, (service, kind, parent) in RPC_SPANS.items():
+            fill = {"m": method, "queue": queue, "worker": worker, "route": route}
+            tree[name.format(**fill)] = (service.format(**fill), kind, parent.format(**fill))
+    tree["S3 presign"] = ("stream-service", "INTERNAL", "process rpc.stream stream.presign")
+    return tree
+
+
+def complete(trace: list[Span], route: str) -> bool:
+    names = {s.name for s in trace}
+    selects = {s.service for s in trace if s.kind == "CLIENT" and s.name.startswith("SELECT")}
+    return (
+        set(expected_tree(route)) <= names
+        and f"GET {route}" in names
+        and {"drama-service", "episode-service"} <= selects
+    )
+
+
+def assert_tree(trace: list[Span], route: str) -> None:
+    by_id = {s.span_id: s for s in trace}
+    names = [s.name for s in trace]
+    (server,) = [s for s in trace if s.name == f"GET {route}"]
+    assert (server.service, server.kind) == ("drama-service", "SERVER")
+    for name, (service, kind, parent) in expected_tree(route).items():
+        assert names.count(name) == 1, (name, names)  # batched: one call per method
+        (span,) = [s for s in trace if s.name == name]
+        assert (span.service, span.kind) == (service, kind), name
+        assert by_id[span.parent_id].name == parent, name
+    for span in trace:
+        if span.kind == "CLIENT" and span.name.startswith("SELECT"):
+            owner = by_id[span.parent_id]
+            if span.service == "drama-service":
+                assert owner.name == f"GET {route}"
+            else:
+                assert owner.kind == "CONSUMER"
+                assert owner.service == span.service
+    # Nothing recorded twice, nothing orphaned.
+    assert len({s.span_id for s in trace}) == len(trace)
+    assert all(s.parent_id in by_id for s in trace if s is not server)
+
+
+def log_lines(workdir: Path, service: str, trace_id: str) -> list[dict[str, Any]]:
+    lines = []
+    for raw in (workdir / f"{service}.log").read_text().splitlines():
+        if raw.startswith("{"):
+            record = json.loads(raw)
+            if record.get("trace_id") == trace_id:
+                lines.append(record)
+    return lines
+
+
+async def test_detail_request_is_one_trace_across_three_services(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+    async with traced_stack() as stack:
+        async with http.get(f"{stack.config.base_url}/dramas/1") as response:
+            assert response.status == 200
+            timing = response.headers["Server-Timing"]
+
+        def arrived(spans: list[Span]) -> bool:
+            server = server_span(spans, "/dramas/{id}")
+            return server is not None and complete(otlp.trace(server.trace_id), "/dramas/{id}")
+
+        await otlp.wait_for(arrived)
+        server = server_span(otlp.spans, "/dramas/{id}")
+        assert server is not None
+        assert server.parent_id == ""  # no traceparent came in: the request starts the trace
+        assert server.attributes["http.response.status_code"] == 200
+        assert {s.trace_id for s in otlp.spans} == {server.trace_id}  # exactly one trace
+        trace = otlp.trace(server.trace_id)
+        assert {s.service for s in trace} == {"drama-service", "episode-service", "stream-service"}
+        assert_tree(trace, "/dramas/{id}")
+        # The call span carries the skew-free split of its round trip.
+        (call,) = [s for s in trace if s.name == "call episode.list"]
+        attrs = call.attributes
+        assert attrs["rpc.overhead_ms"] == pytest.approx(
+            attrs["rpc.round_trip_ms"] - attrs["rpc.handler_ms"]
+        )
+        (send,) = [s for s in trace if s.name == "send rpc:episode.list"]
+        assert send.attributes["messaging.system"] == "rabbitmq"
+        assert send.attributes["messaging.destination.name"] == "rpc"
+        assert send.attributes["messaging.rabbitmq.destination.routing_key"] == "episode.list"
+        assert send.attributes["messaging.message.conversation_id"]
+        assert {part.split(";")[0] for part in timing.split(", ")} == {
+            "db",
+            "episode",
+            "stream",
+            "queue",
+            "total",
+        }
+        # Every process logged inside the request, with its trace id.
+        workdir = stack.config.workdir
+        for service in ("drama", "episode", "stream"):
+            lines = log_lines(workdir, service, server.trace_id)
+            assert lines, f"{service} logged nothing with the trace id"
+            assert all(len(line["span_id"]) == 16 for line in lines)
+
+
+async def test_page_is_one_trace_with_batched_calls(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+    async with traced_stack() as stack:
+        for _ in range(2):
+            async with http.get(f"{stack.config.base_url}/dramas?limit=10") as response:
+                assert response.status == 200
+
+        def arrived(spans: list[Span]) -> bool:
+            servers = [s for s in spans if s.name == "GET /dramas"]
+            return len(servers) == 2 and all(
+                complete(otlp.trace(s.trace_id), "/dramas") for s in servers
+            )
+
+        await otlp.wait_for(arrived)
+    servers = [s for s in otlp.spans if s.name == "GET /dramas"]
+    assert len({s.trace_id for s in servers}) == 2  # one trace per request
+    for server in servers:
+        assert_tree(otlp.trace(server.trace_id), "/dramas")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, id="w3c"),
+        pytest.param(
+            {"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": PARENT_ID, "X-B3-Sampled": "1"}, id="b3"
+        ),
+    ],
+)
+async def test_incoming_context_is_continued(
+    headers: dict[str, str],
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+    async with traced_stack() as stack:
+        async with http.get(f"{stack.config.base_url}/dramas/2", headers=headers) as response:
+            assert response.status == 200
+        await otlp.wait_for(lambda spans: complete(otlp.trace(TRACE_ID), "/dramas/{id}"))
+    server = server_span(otlp.spans, "/dramas/{id}", TRACE_ID)
+    assert server is not None
+    assert server.parent_id == PARENT_ID
+    assert_tree(otlp.trace(TRACE_ID), "/dramas/{id}")
+
+
+async def test_queue_wait_is_real(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+    burst = 12
+    async with traced_stack(PREFETCH="1") as stack:
+        base = stack.config.base_url
+        responses = await asyncio.gather(
+            *(http.get(f"{base}/dramas/{i % 20 + 1}") for i in range(burst))
+        )
+        assert [r.status for r in responses] == [200] * burst
+        for r in responses:
+            r.release()
+
+        def arrived(spans: list[Span]) -> bool:
+            names = [s.name for s in spans]
+            return (
+                names.count("queue wait stream.presign") == burst
+                and names.count("call stream.presign") == burst
+            )
+
+        await otlp.wait_for(arrived)
+    waits = sorted(
+        (s for s in otlp.spans if s.name == "queue wait stream.presign"), key=lambda s: s.end_ns
+    )
+    calls = [s for s in otlp.spans if s.name == "call stream.presign"]
+    wait_ms = [s.duration_ms for s in waits]
+    # One request at a time: those delivered later waited behind those delivered before them.
+    # Not strictly rising (the requests reach the queue a little apart), so: the rank
+    # correlation of wait and position is high, and the last waited several times the first.
+    assert spearman(wait_ms) >= 0.7, wait_ms
+    assert wait_ms[-1] > 3 * wait_ms[0], wait_ms
+    # The callee's per-message waits add up to the caller's skew-free overhead (round trip -
+    # handler) less what the broker hops and the reply path take. Tolerance: that rest is at
+    # most 20% of the overhead plus 2 ms a call (2 cores, 3 services, broker and load at once).
+    total_wait = sum(wait_ms)
+    total_overhead = sum(s.attributes["rpc.overhead_ms"] for s in calls)
+    assert total_wait <= total_overhead
+    assert total_overhead - total_wait <= 0.2 * total_overhead + 2 * burst, (
+        total_overhead,
+        total_wait,
+    )
+
+
+def spearman(values: list[float]) -> float:
+    """Rank correlation of ``values`` with their positions (no ties expected)."""
+    n = len(values)
+    ranks = {i: rank for rank, i in enumerate(sorted(range(n), key=lambda i: values[i]))}
+    d2 = sum((ranks[i] - i) ** 2 for i in range(n))
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+class Broken:
+    async def list_episodes(self, request: ListEpisodes) -> None:
+        raise RuntimeError("the database is on fire")
+
+
+@asynccontextmanager
+async def exporting_provider(endpoint: str) -> AsyncIterator[TracerProvider]:
+    """A provider exporting to the receiver, which runs on this loop: the export happens on the
+    batch processor's thread, and the final flush off the loop, or they would wait on it."""
+    provider = TracerProvider(resource=Resource({"service.name": "broken-episode-service"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), schedule_delay_millis=50
+        )
+    )
+    try:
+        yield provider
+    finally:
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def test_failures_leave_error_spans(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp, endpoint = receiver
+    async with traced_stack(RPC_TIMEOUT_MS="500") as stack:
+        base = stack.config.base_url
+        assert await stack.stop_process("episode") == 0
+        statuses = {}
+        # A worker that fails: its own CONSUMER span and the caller's call span say so.
+        async with exporting_provider(endpoint) as provider:
+            broken = RpcWorker(stack.config.amqp_url, QUEUE, tracer_provider=provider)
+            broken.register(LIST, ListEpisodes, Broken().list_episodes)
+            async with broken, http.get(f"{base}/dramas/3") as response:
+                statuses["internal"] = response.status
+        # Nobody consumes the queue: the call times out.
+        async with http.get(f"{base}/dramas/4") as response:
+            statuses["timeout"] = response.status
+        # Nobody is bound to the method: the broker returns the request.
+        connection = await aio_pika.connect(stack.config.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(QUEUE)
+        async with http.get(f"{base}/dramas/5") as response:
+            statuses["unroutable"] = response.status
+            body = msgspec.json.decode(await response.read())
+        assert statuses == {"internal": 502, "timeout": 504, "unroutable": 503}
+        assert body["status"] == 503
+
+        def arrived(spans: list[Span]) -> bool:
+            calls = [s for s in spans if s.name == "call episode.list"]
+            consumers = [s for s in spans if s.service == "broken-episode-service"]
+            servers = [s for s in spans if s.kind == "SERVER"]
+            return len(calls) == 3 and len(servers) == 3 and len(consumers) >= 1
+
+        await otlp.wait_for(arrived)
+    calls = sorted(
+        (s for s in otlp.spans if s.name == "call episode.list"), key=lambda s: s.start_ns
+    )
+    assert [(c.error, c.attributes.get("error.type")) for c in calls] == [
+        (True, "internal"),
+        (True, "timeout"),
+        (True, "unroutable"),
+    ]
+    servers = sorted((s for s in otlp.spans if s.kind == "SERVER"), key=lambda s: s.start_ns)
+    assert [(s.error, s.attributes["http.response.status_code"]) for s in servers] == [
+        (True, 502),
+        (True, 504),
+        (True, 503),
+    ]
+    (consumer,) = [
+        s for s in otlp.spans if s.service == "broken-episode-service" and s.kind == "CONSUMER"
+    ]
+    assert consumer.error
+    assert consumer.attributes["error.type"] == "internal"
+    assert consumer.trace_id == calls[0].trace_id
+    (producer,) = [s for s in otlp.trace(calls[2].trace_id) if s.name == "send rpc:episode.list"]
+    assert producer.error
+    assert producer.attributes["error.type"] == "unroutable"
