@@ -100,3 +100,30 @@ class OtlpReceiver:
 
     def trace(self, trace_id: str) -> list[Span]:
         return [s for s in self.spans if s.trace_id == trace_id]
+
+
+def waterfall(trace: list[Span], width: int = 48) -> str:
+    """The trace as text: one line per span, indented under its parent, with a time bar."""
+    by_parent: dict[str, list[Span]] = {}
+    for span in trace:
+        by_parent.setdefault(span.parent_id, []).append(span)
+    ids = {s.span_id for s in trace}
+    roots = [s for s in trace if s.parent_id not in ids]
+    start = min(s.start_ns for s in trace)
+    total = max(s.end_ns for s in trace) - start or 1
+    lines = []
+
+    def walk(span: Span, depth: int) -> None:
+        left = round((span.start_ns - start) / total * width)
+        length = max(1, round((span.end_ns - span.start_ns) / total * width))
+        bar = " " * left + "█" * min(length, width - left)
+        label = f"{'  ' * depth}{span.kind:<8} {span.name}"
+        if len(label) > 52:
+            label = label[:51] + "…"
+        lines.append(f"{span.service:<15} {label:<52} {span.duration_ms:7.2f} ms |{bar:<{width}}|")
+        for child in sorted(by_parent.get(span.span_id, []), key=lambda s: s.start_ns):
+            walk(child, depth + 1)
+
+    for root in sorted(roots, key=lambda s: s.start_ns):
+        walk(root, 0)
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from broker import RpcWorker
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.stack import Stack, StackConfig
-from tests.otlp import OtlpReceiver, Span
+from tests.otlp import OtlpReceiver, Span, waterfall
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -185,6 +185,10 @@ async def test_detail_request_is_one_trace_across_three_services(
         trace = otlp.trace(server.trace_id)
         assert {s.service for s in trace} == {"drama-service", "episode-service", "stream-service"}
         assert_tree(trace, "/dramas/{id}")
+        # docs/tracing.md shows this picture of a real trace.
+        picture = waterfall(trace)
+        assert len(picture.splitlines()) == len(trace)
+        print(picture)
         # The call span carries the skew-free split of its round trip.
         (call,) = [s for s in trace if s.name == "call episode.list"]
         attrs = call.attributes
