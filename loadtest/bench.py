@@ -1,27 +1,34 @@
-"""``make bench``: how fast is the request path, and what do publisher confirms cost?
+"""``make bench``: what the request path costs, and what tracing and publisher confirms add.
 
-Starts the local stack (its own RabbitMQ vhost is not needed: it uses the default one, so run
-it on a quiet broker) plus a second drama-service with publisher confirms off, then, in rounds
-that alternate the variants so that drift on a noisy machine hits both alike:
+Starts one local stack per variant, each on its own RabbitMQ vhost and ports, plus an OTLP sink
+that the traced variants export to (so tracing costs what it costs in production: spans made,
+batched, encoded and sent). Then, in rounds that alternate the order of the variants so that
+drift on a noisy machine hits all alike:
 
-- ``rpc``: ``episode.list`` for one drama, round trip at concurrency 1, from this process with
-  an AmqpRpcClient with confirms on and one with confirms off (same worker process);
-- ``http``: ``GET /dramas/{id}`` at a fixed concurrency for a fixed time, against the
-  drama-service with confirms on and the one with confirms off.
+- ``GET /dramas/{id}`` at a fixed concurrency for a fixed time against each variant, metering
+  the CPU time of every process (drama, episode, stream, the broker, the sink, this load
+  generator) from /proc, per request;
+- ``episode.list`` round trips at concurrency 1 from this process, publisher confirms on and off.
 
-Prints medians over the rounds (throughput, p50, p99) and their ratios, and writes JSON.
-The load generator runs on the same 2 cores as the services: compare ratios, not absolutes.
+Variants: ``off`` (tracing disabled), ``10%`` and ``100%`` (tracing on, sampled so), and
+``no-confirms`` (tracing off, request publisher confirms off). Prints medians over the rounds
+and their ratios to ``off``, and writes everything as JSON. The load generator shares the 2
+cores with the services: compare ratios within one run, not absolutes across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +39,51 @@ from episode.contract import LIST, EpisodeList, ListEpisodes
 
 from .stack import Stack, StackConfig, StackError
 
+_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "off": {"OTEL_SDK_DISABLED": "true"},
+    "10%": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+    "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    "no-confirms": {"OTEL_SDK_DISABLED": "true", "RPC_PUBLISHER_CONFIRMS": "false"},
+}
+PROCESSES = ("drama", "episode", "stream", "broker", "sink", "loadgen")
+
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_us(pid: int) -> float:
+    """User + system CPU time of a process so far, in microseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_US
+
+
+def broker_pid() -> int:
+    found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True, check=False)
+    if not found.stdout.strip():
+        raise StackError("no beam.smp process: make bench meters a local RabbitMQ")
+    return int(found.stdout.split()[0])
+
+
+@contextlib.contextmanager
+def vhost(name: str) -> Any:
+    run = ["rabbitmqctl", "-q"]
+    subprocess.run([*run, "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        [*run, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield
+    finally:
+        subprocess.run([*run, "delete_vhost", name], check=False, capture_output=True)
 
 
 async def rpc_round_trips(client: AmqpRpcClient, count: int) -> dict[str, float]:
@@ -50,12 +98,15 @@ async def rpc_round_trips(client: AmqpRpcClient, count: int) -> dict[str, float]
     return {
         "p50_ms": percentile(latencies, 0.50) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
-        "calls": count,
     }
 
 
 async def http_load(
-    session: aiohttp.ClientSession, base: str, concurrency: int, seconds: float, dramas: int
+    session: aiohttp.ClientSession,
+    base: str,
+    pids: dict[str, int],
+    concurrency: int,
+    seconds: float,
 ) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
@@ -66,109 +117,139 @@ async def http_load(
         n = offset
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            async with session.get(f"{base}/dramas/{n % dramas + 1}") as response:
+            async with session.get(f"{base}/dramas/{n % 20 + 1}") as response:
                 await response.read()
                 if response.status != 200:
                     errors += 1
             latencies.append(time.perf_counter() - started)
             n += concurrency
 
+    cpu_before = {name: cpu_us(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await asyncio.gather(*(user(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {
+    cpu_after = {name: cpu_us(pid) for name, pid in pids.items()}
+    requests = max(1, len(latencies))
+    result = {
         "rps": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.50) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
-        "requests": len(latencies),
         "errors": errors,
     }
+    for name in pids:
+        result[f"cpu_us_{name}"] = (cpu_after[name] - cpu_before[name]) / requests
+    result["cpu_us_total"] = sum(result[f"cpu_us_{name}"] for name in pids)
+    return result
 
 
-def median_of(rounds: list[dict[str, float]], key: str) -> float:
-    return statistics.median(r[key] for r in rounds)
+@contextlib.asynccontextmanager
+async def stacks(args: argparse.Namespace, sink_url: str) -> AsyncIterator[dict[str, Stack]]:
+    amqp = os.environ.get("AMQP_URL", StackConfig.amqp_url).rstrip("/")
+    run_id = uuid.uuid4().hex[:6]
+    started: dict[str, Stack] = {}
+    async with contextlib.AsyncExitStack() as exits:
+        for i, (variant, env) in enumerate(VARIANTS.items()):
+            name = f"bench-{run_id}-{i}"
+            exits.enter_context(vhost(name))
+            stack = Stack(
+                StackConfig(
+                    amqp_url=f"{amqp}/{name}",
+                    http_port=args.http_port + i,
+                    s3_port=args.s3_port + i,
+                    workdir=Path(f".run/bench/{i}"),
+                    media_dramas=1,
+                    env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, **env},
+                )
+            )
+            started[variant] = await exits.enter_async_context(stack)
+            print(f"started variant {variant}", file=sys.stderr, flush=True)
+        yield started
+
+
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    config = StackConfig(
-        amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
-        http_port=args.http_port,
-        s3_port=args.s3_port,
-        workdir=Path(".run/bench"),
-        media_dramas=1,
-    )
+    sink_port = args.http_port + 50
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    helper = Stack(StackConfig(workdir=Path(".run/bench")))
+    helper.config.workdir.mkdir(parents=True, exist_ok=True)
+    await helper.start_process("sink", "loadtest.sink", "--port", str(sink_port))
+    http: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     rpc: dict[str, list[dict[str, float]]] = {"confirms_on": [], "confirms_off": []}
-    http: dict[str, list[dict[str, float]]] = {"confirms_on": [], "confirms_off": []}
-    async with Stack(config) as stack:
-        # The same drama-service with confirms off, on the next port.
-        await stack.start_process(
-            "drama2",
-            "drama",
-            env={"HTTP_PORT": str(args.http_port + 1), "RPC_PUBLISHER_CONFIRMS": "false"},
-        )
-        bases = {
-            "confirms_on": config.base_url,
-            "confirms_off": f"http://127.0.0.1:{args.http_port + 1}",
-        }
-        clients = {
-            "confirms_on": AmqpRpcClient(config.amqp_url, publisher_confirms=True),
-            "confirms_off": AmqpRpcClient(config.amqp_url, publisher_confirms=False),
-        }
-        for client in clients.values():
-            await client.connect()
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for round_ in range(args.rounds):
-                order = list(rpc) if round_ % 2 == 0 else list(reversed(rpc))
-                for variant in order:
-                    rpc[variant].append(await rpc_round_trips(clients[variant], args.rpc_calls))
-                for variant in order:
-                    result = await http_load(
-                        session, bases[variant], args.concurrency, args.seconds, dramas=20
-                    )
-                    http[variant].append(result)
-                    print(
-                        f"round {round_ + 1}/{args.rounds} {variant:>12}: "
-                        f"rpc p50 {rpc[variant][-1]['p50_ms']:.3f} ms, "
-                        f"http {result['rps']:.0f} req/s p99 {result['p99_ms']:.1f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        for client in clients.values():
-            await client.close()
+    try:
+        async with stacks(args, sink_url) as running:
+            shared = {"broker": broker_pid(), "sink": helper.processes["sink"].pid}
+            shared["loadgen"] = os.getpid()
+            base_amqp = running["off"].config.amqp_url
+            clients = {
+                "confirms_on": AmqpRpcClient(base_amqp, publisher_confirms=True),
+                "confirms_off": AmqpRpcClient(base_amqp, publisher_confirms=False),
+            }
+            for client in clients.values():
+                await client.connect()
+            connector = aiohttp.TCPConnector(limit=args.concurrency * len(VARIANTS))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                order = list(VARIANTS)
+                for round_ in range(args.rounds):
+                    for variant in order:
+                        stack = running[variant]
+                        pids = {n: stack.processes[n].pid for n in ("drama", "episode", "stream")}
+                        result = await http_load(
+                            session,
+                            stack.config.base_url,
+                            pids | shared,
+                            args.concurrency,
+                            args.seconds,
+                        )
+                        http[variant].append(result)
+                        print(
+                            f"round {round_ + 1}/{args.rounds} {variant:>11}: "
+                            f"{result['rps']:6.0f} req/s, p99 {result['p99_ms']:6.1f} ms, "
+                            f"{result['cpu_us_total']:6.0f} us CPU/request",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    for name in rpc if round_ % 2 == 0 else reversed(list(rpc)):
+                        rpc[name].append(await rpc_round_trips(clients[name], args.rpc_calls))
+                    order = order[1:] + order[:1]  # rotate: each variant leads once
+            for client in clients.values():
+                await client.close()
+    finally:
+        await helper.stop_process("sink")
     return {
         "settings": vars(args) | {"cpus": os.cpu_count()},
-        "rpc": {v: {k: median_of(r, k) for k in ("p50_ms", "p99_ms")} for v, r in rpc.items()},
-        "http": {
-            v: {k: median_of(r, k) for k in ("rps", "p50_ms", "p99_ms", "errors")}
-            for v, r in http.items()
-        },
-        "rounds": {"rpc": rpc, "http": http},
+        "http": {v: medians(r) for v, r in http.items()},
+        "rpc": {v: medians(r) for v, r in rpc.items()},
+        "rounds": {"http": http, "rpc": rpc},
     }
 
 
 def report(result: dict[str, Any]) -> str:
-    rpc, http = result["rpc"], result["http"]
-    on, off = "confirms_on", "confirms_off"
+    http, rpc = result["http"], result["rpc"]
+    off = http["off"]
+    settings = result["settings"]
+    head = f"{'variant':<12}{'req/s':>7}{'x off':>7}{'p50 ms':>8}{'p99 ms':>8}"
+    head += "".join(f"{p:>9}" for p in PROCESSES) + f"{'total':>9}"
     lines = [
-        f"medians of {result['settings']['rounds']} alternating rounds",
-        "",
-        f"{'episode.list round trip, concurrency 1':<40}{'p50 ms':>9}{'p99 ms':>9}",
+        f"GET /dramas/{{id}}, concurrency {settings['concurrency']}, {settings['seconds']:.0f} s a "
+        f"run, medians of {settings['rounds']} rounds; CPU in us per request",
+        head,
     ]
-    for label, v in (("  publisher confirms on", on), ("  publisher confirms off", off)):
-        lines.append(f"{label:<40}{rpc[v]['p50_ms']:9.3f}{rpc[v]['p99_ms']:9.3f}")
+    for variant, h in http.items():
+        row = f"{variant:<12}{h['rps']:7.0f}{h['rps'] / off['rps']:7.2f}"
+        row += f"{h['p50_ms']:8.1f}{h['p99_ms']:8.1f}"
+        row += "".join(f"{h[f'cpu_us_{p}']:9.0f}" for p in PROCESSES) + f"{h['cpu_us_total']:9.0f}"
+        lines.append(row)
+    on, no = rpc["confirms_on"], rpc["confirms_off"]
     lines += [
-        f"{'  p50 on / off':<40}{rpc[on]['p50_ms'] / rpc[off]['p50_ms']:9.2f}",
         "",
-        f"{'GET /dramas/{id}, concurrency ' + str(result['settings']['concurrency']):<40}"
-        f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}",
+        "episode.list round trip at concurrency 1      p50 ms   p99 ms",
+        f"  publisher confirms on                     {on['p50_ms']:8.3f} {on['p99_ms']:8.3f}",
+        f"  publisher confirms off                    {no['p50_ms']:8.3f} {no['p99_ms']:8.3f}",
+        f"  on / off                                  {on['p50_ms'] / no['p50_ms']:8.2f}",
     ]
-    for label, v in (("  publisher confirms on", on), ("  publisher confirms off", off)):
-        h = http[v]
-        lines.append(
-            f"{label:<40}{h['rps']:9.0f}{h['p50_ms']:9.2f}{h['p99_ms']:9.2f}{h['errors']:8.0f}"
-        )
-    lines.append(f"{'  req/s on / off':<40}{http[on]['rps'] / http[off]['rps']:9.2f}")
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from typing import TextIO
 # What each process logs once it serves (the embedded S3 prints it on stdout).
 READY = {
     "s3": "local S3 listening on",
+    "sink": "OTLP sink listening on",
     "episode": "episode-service ready",
     "stream": "stream-service ready",
     "drama": "drama-service listening on",
@@ -202,7 +203,7 @@ class Stack:
 
     async def stop(self) -> None:
         # The front first: it drains its requests while the workers still answer them.
-        order = ("drama", "episode", "stream", "s3")
+        order = ("drama", "episode", "stream", "s3", "sink")
         for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
 
