@@ -168,6 +168,9 @@ async def test_detail_request_is_one_trace_across_three_services(
 ) -> None:
     otlp = receiver[0]
     async with traced_stack() as stack:
+        for probe in ("/healthz", "/readyz", "/openapi.json"):  # not traced: no other trace
+            async with http.get(f"{stack.config.base_url}{probe}") as response:
+                assert response.status == 200
         async with http.get(f"{stack.config.base_url}/dramas/1") as response:
             assert response.status == 200
             timing = response.headers["Server-Timing"]
@@ -400,3 +403,23 @@ async def test_failures_leave_error_spans(
     (producer,) = [s for s in otlp.trace(calls[2].trace_id) if s.name == "send rpc:episode.list"]
     assert producer.error
     assert producer.attributes["error.type"] == "unroutable"
+
+
+async def test_tracing_switched_off_exports_nothing_and_stays_quiet(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+    async with traced_stack(OTEL_SDK_DISABLED="true") as stack:
+        for path in ("/dramas/1", "/dramas?limit=5"):
+            async with http.get(f"{stack.config.base_url}{path}") as response:
+                assert response.status == 200
+                assert "Server-Timing" in response.headers  # the header does not need tracing
+    # The services have exited: anything batched would have been flushed by now.
+    assert otlp.spans == []
+    for service in ("drama", "episode", "stream"):
+        for raw in (stack.config.workdir / f"{service}.log").read_text().splitlines():
+            record = json.loads(raw) if raw.startswith("{") else {"message": raw}
+            assert "trace_id" not in record, raw
+            assert record.get("level") not in ("warning", "error"), raw
