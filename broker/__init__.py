@@ -5,7 +5,7 @@ methods with :class:`RpcWorker`. Errors are described in :mod:`broker._errors`.
 """
 
 from ._client import AmqpRpcClient, RpcClient
-from ._db import open_engine
+from ._db import SqlStore, open_engine
 from ._env import Env
 from ._errors import (
     BadRequest,
@@ -19,7 +19,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
-from ._runtime import configure_logging, redact_url, stop_event
+from ._runtime import configure_logging, redact_url, service_main, stop_event
 from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
@@ -41,6 +41,7 @@ __all__ = [
     "RpcUnavailable",
     "RpcUnroutable",
     "RpcWorker",
+    "SqlStore",
     "Topology",
     "collect_timings",
     "configure_logging",
@@ -48,5 +49,6 @@ __all__ = [
     "instrument_engine",
     "open_engine",
     "redact_url",
+    "service_main",
     "stop_event",
 ]

@@ -7,7 +7,7 @@ the engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 from opentelemetry import trace
@@ -39,6 +39,39 @@ async def open_engine(
     # After the schema check: start-up statements are not requests worth a trace.
     instrument_engine(engine, tracer_provider)
     return engine
+
+
+class SqlStore:
+    """A service's tables behind one engine and its connection pool.
+
+    Subclasses set ``metadata`` (their tables) and add their queries.
+    """
+
+    metadata: ClassVar[sa.MetaData]
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
+        """Connect to ``url``, creating the schema if it is missing."""
+        engine = await open_engine(
+            url, cls.metadata, pool_size=pool_size, max_overflow=max_overflow
+        )
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (its ``sync_engine`` is what instrumentation hooks), for tests too."""
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises if it cannot be reached."""
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
 
 def _create_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:

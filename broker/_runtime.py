@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._errors import ConfigError
+from ._telemetry import configure_tracing
 
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -74,3 +81,54 @@ def redact_url(url: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+class _ServiceSettings(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+S = TypeVar("S", bound=_ServiceSettings)
+
+
+def service_main(
+    *,
+    service: str,
+    description: str,
+    settings: Callable[[], S],
+    serve: Callable[[S, TracerProvider | None], object],
+    seed: Callable[[S, argparse.Namespace], Coroutine[Any, Any, None]],
+    seed_help: str,
+    seed_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: list[str] | None = None,
+) -> int:
+    """The ``__main__`` of a service: ``python -m <pkg>`` serves, ``python -m <pkg> seed`` seeds.
+
+    Reads the settings once (a bad variable: one line on stderr, exit 2), sets up logging, and
+    for serving sets up tracing from the ``OTEL_*`` variables and flushes it on the way out.
+    ``serve`` blocks until the service has stopped.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {service.split('-', maxsplit=1)[0]}", description=description
+    )
+    commands = parser.add_subparsers(dest="command")
+    seeder = commands.add_parser("seed", help=seed_help)
+    if seed_arguments is not None:
+        seed_arguments(seeder)
+    args = parser.parse_args(argv)
+    try:
+        loaded = settings()
+        configure_logging(service, loaded.log_level)
+        if args.command == "seed":
+            asyncio.run(seed(loaded, args))
+            return 0
+        provider = configure_tracing(service, os.environ)
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve(loaded, provider)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still batched
+    return 0

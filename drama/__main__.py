@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
 from aiohttp import web
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 
-from broker import ConfigError, configure_logging, configure_tracing
+from broker import service_main
 from catalog import sample
 
 from .app import create_app
@@ -21,36 +21,16 @@ from .store import DramaStore
 log = logging.getLogger("drama")
 
 
-async def seed(settings: Settings, count: int | None, *, reset: bool) -> None:
+async def seed(settings: Settings, args: argparse.Namespace) -> None:
     store = await DramaStore.open(settings.database_url)
     try:
-        inserted = await store.seed(sample(count), reset=reset)
+        inserted = await store.seed(sample(args.dramas), reset=args.reset)
     finally:
         await store.close()
     log.info("seeded %d dramas", inserted)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drama", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    seeder = commands.add_parser("seed", help="load the sample catalogue (idempotent)")
-    seeder.add_argument("--dramas", type=int, default=None, help="generate this many dramas")
-    seeder.add_argument("--reset", action="store_true", help="delete existing dramas first")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"drama-service: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("drama-service", settings.log_level)
-    if args.command == "seed":
-        asyncio.run(seed(settings, args.dramas, reset=args.reset))
-        return 0
-    try:
-        provider = configure_tracing("drama-service", os.environ)
-    except ConfigError as exc:
-        print(f"drama-service: {exc}", file=sys.stderr)
-        return 2
+def serve(settings: Settings, provider: TracerProvider | None) -> None:
     if provider is not None:
         # The stable HTTP conventions (http.response.status_code, url.path...), not the old.
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
@@ -61,21 +41,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         # Puts the server-span middleware in front of every web.Application created after it.
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.http_host,
-            port=settings.http_port,
-            access_log=None,
-            print=lambda _: log.info(
-                "drama-service listening on http://%s:%d", settings.http_host, settings.http_port
-            ),
-            shutdown_timeout=10,
-        )
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush the spans still batched
-    return 0
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=None,
+        print=lambda _: log.info(
+            "drama-service listening on http://%s:%d", settings.http_host, settings.http_port
+        ),
+        shutdown_timeout=10,
+    )
+
+
+def seed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dramas", type=int, default=None, help="generate this many dramas")
+    parser.add_argument("--reset", action="store_true", help="delete existing dramas first")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main(
+        service="drama-service",
+        description=__doc__ or "",
+        settings=Settings.from_env,
+        serve=serve,
+        seed=seed,
+        seed_help="load the sample catalogue (idempotent)",
+        seed_arguments=seed_arguments,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

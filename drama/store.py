@@ -9,14 +9,13 @@ schema uses only types both share, and is created on open so a fresh database ju
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker import open_engine
+from broker import SqlStore
 from catalog import CatalogDrama
 
 __all__ = ["Drama", "DramaStore", "dramas", "metadata"]
@@ -61,30 +60,10 @@ class Drama(msgspec.Struct, frozen=True):
     genres: list[str]
 
 
-class DramaStore:
+class DramaStore(SqlStore):
     """The dramas table behind one engine (and its connection pool)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
-        """Connect to ``url``, creating the schema if it is missing."""
-        engine = await open_engine(url, metadata, pool_size=pool_size, max_overflow=max_overflow)
-        return cls(engine)
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine, for instrumentation (OpenTelemetry hooks its ``sync_engine``) and tests."""
-        return self._engine
-
-    async def close(self) -> None:
-        await self._engine.dispose()
-
-    async def ping(self) -> None:
-        """Round-trip to the database; raises if it cannot be reached."""
-        async with self._engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+    metadata = metadata
 
     async def get(self, drama_id: int) -> Drama | None:
         async with self._engine.connect() as conn:

@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 
-from broker import ConfigError, configure_logging, configure_tracing, redact_url, stop_event
+from opentelemetry.sdk.trace import TracerProvider
+
+from broker import redact_url, service_main, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -19,54 +20,46 @@ from .worker import build_worker
 log = logging.getLogger("episode")
 
 
-async def serve(settings: Settings) -> None:
+async def run(settings: Settings) -> None:
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         store = await EpisodeStore.open(settings.database_url)
         stack.push_async_callback(store.close)
-        worker = build_worker(settings, store)
-        await stack.enter_async_context(worker)
+        await stack.enter_async_context(build_worker(settings, store))
         log.info("episode-service ready, broker %s", redact_url(settings.amqp_url))
         await stop.wait()
         log.info("episode-service stopping")
 
 
-async def seed(settings: Settings, count: int | None, *, reset: bool) -> None:
+def serve(settings: Settings, _provider: TracerProvider | None) -> None:
+    asyncio.run(run(settings))
+
+
+async def seed(settings: Settings, args: argparse.Namespace) -> None:
     store = await EpisodeStore.open(settings.database_url)
     try:
-        inserted = await store.seed(sample(count), reset=reset)
+        inserted = await store.seed(sample(args.dramas), reset=args.reset)
     finally:
         await store.close()
     log.info("seeded %d episodes", inserted)
 
 
+def seed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dramas", type=int, default=None, help="generate this many dramas")
+    parser.add_argument("--reset", action="store_true", help="delete existing episodes first")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m episode", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    seeder = commands.add_parser("seed", help="load the sample catalogue's episodes (idempotent)")
-    seeder.add_argument("--dramas", type=int, default=None, help="generate this many dramas")
-    seeder.add_argument("--reset", action="store_true", help="delete existing episodes first")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"episode-service: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("episode-service", settings.log_level)
-    if args.command == "seed":
-        asyncio.run(seed(settings, args.dramas, reset=args.reset))
-        return 0
-    try:
-        provider = configure_tracing("episode-service", os.environ)
-    except ConfigError as exc:
-        print(f"episode-service: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(serve(settings))
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush the spans still batched
-    return 0
+    return service_main(
+        service="episode-service",
+        description=__doc__ or "",
+        settings=Settings.from_env,
+        serve=serve,
+        seed=seed,
+        seed_help="load the sample catalogue's episodes (idempotent)",
+        seed_arguments=seed_arguments,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ and PostgreSQL (asyncpg); the schema is created on open.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker import open_engine
+from broker import SqlStore
 from catalog import CatalogDrama
 from episode.contract import DramaEpisodes, Episode
 
@@ -40,30 +40,10 @@ episodes = sa.Table(
 )
 
 
-class EpisodeStore:
+class EpisodeStore(SqlStore):
     """The episodes table behind one engine (and its connection pool)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Self:
-        """Connect to ``url``, creating the schema if it is missing."""
-        engine = await open_engine(url, metadata, pool_size=pool_size, max_overflow=max_overflow)
-        return cls(engine)
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine, for instrumentation (OpenTelemetry hooks its ``sync_engine``) and tests."""
-        return self._engine
-
-    async def close(self) -> None:
-        await self._engine.dispose()
-
-    async def ping(self) -> None:
-        """Round-trip to the database; raises if it cannot be reached."""
-        async with self._engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+    metadata = metadata
 
     async def list_for(
         self, drama_ids: Sequence[int], per_drama: int | None

@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 
-from broker import ConfigError, configure_logging, configure_tracing, redact_url, stop_event
+from opentelemetry.sdk.trace import TracerProvider
+
+from broker import redact_url, service_main, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -23,7 +24,7 @@ log = logging.getLogger("stream")
 SAMPLE_MEDIA_DRAMAS = 20
 
 
-async def serve(settings: Settings) -> None:
+async def run(settings: Settings) -> None:
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(open_s3(settings))
@@ -37,44 +38,37 @@ async def serve(settings: Settings) -> None:
         log.info("stream-service stopping")
 
 
-async def seed(settings: Settings, dramas: int) -> None:
-    keys = [e.media_key for d in sample(dramas) for e in d.episodes]
+def serve(settings: Settings, _provider: TracerProvider | None) -> None:
+    asyncio.run(run(settings))
+
+
+async def seed(settings: Settings, args: argparse.Namespace) -> None:
+    keys = [e.media_key for d in sample(args.dramas) for e in d.episodes]
     async with open_s3(settings) as s3:
         uploaded = await seed_media(s3, settings.media_bucket, keys)
     log.info("seeded %d media objects into bucket %s", uploaded, settings.media_bucket)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    seeder = commands.add_parser("seed", help="upload an HLS sample per episode (idempotent)")
-    seeder.add_argument(
+def seed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--dramas",
         type=int,
         default=SAMPLE_MEDIA_DRAMAS,
         help=f"media for the first N dramas of the catalogue (default {SAMPLE_MEDIA_DRAMAS})",
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"stream-service: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("stream-service", settings.log_level)
-    if args.command == "seed":
-        asyncio.run(seed(settings, args.dramas))
-        return 0
-    try:
-        provider = configure_tracing("stream-service", os.environ)
-    except ConfigError as exc:
-        print(f"stream-service: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(serve(settings))
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush the spans still batched
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main(
+        service="stream-service",
+        description=__doc__ or "",
+        settings=Settings.from_env,
+        serve=serve,
+        seed=seed,
+        seed_help="upload an HLS sample per episode (idempotent)",
+        seed_arguments=seed_arguments,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

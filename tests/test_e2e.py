@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,18 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from loadtest.stack import Stack, StackConfig
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

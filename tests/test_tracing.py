@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -23,19 +22,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from broker import RpcWorker
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.stack import Stack, StackConfig
+from tests.conftest import free_port
 from tests.otlp import OtlpReceiver, Span, waterfall
 
 pytestmark = pytest.mark.timeout(120)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
