@@ -19,12 +19,14 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event
 from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
 __all__ = [
+    "BUCKETS",
     "AmqpRpcClient",
     "BadRequest",
     "CallTiming",
@@ -46,9 +48,13 @@ __all__ = [
     "collect_timings",
     "configure_logging",
     "configure_tracing",
+    "exemplar",
     "instrument_engine",
+    "metrics_app",
+    "metrics_handler",
     "open_engine",
     "redact_url",
     "service_main",
+    "serving_metrics",
     "stop_event",
 ]

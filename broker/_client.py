@@ -32,6 +32,13 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._metrics import (
+    RPC_CLIENT_DURATION,
+    RPC_CLIENT_ERRORS,
+    RPC_CLIENT_IN_FLIGHT,
+    RPC_OVERHEAD,
+    exemplar,
+)
 from ._telemetry import TRACER, CallTiming, messaging_attributes, record_timing, span_error
 from ._wire import (
     CONTENT_TYPE,
@@ -186,9 +193,14 @@ class AmqpRpcClient:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)
+            in_flight.inc()
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 reply, timing = await self._round_trip(method, request, timeout)
                 record_timing(timing)
+                RPC_OVERHEAD.labels(method).observe(timing.overhead_ns / 1e9, exemplar())
                 if span.is_recording():
                     span.set_attributes(
                         {
@@ -201,8 +213,15 @@ class AmqpRpcClient:
                     )
                 return _decode_reply(method, reply.body, result_type)
             except RpcError as exc:
+                outcome = exc.error_type
+                RPC_CLIENT_ERRORS.labels(method, outcome).inc()
                 span_error(span, exc.error_type, str(exc))
                 raise
+            finally:
+                in_flight.dec()
+                RPC_CLIENT_DURATION.labels(method, outcome).observe(
+                    time.perf_counter() - started, exemplar()
+                )
 
     async def _round_trip(
         self, method: str, request: Any, timeout: float

@@ -30,6 +30,13 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from ._errors import HandlerError
+from ._metrics import (
+    RPC_DEAD_LETTERED,
+    RPC_HANDLER_DURATION,
+    RPC_HANDLER_IN_FLIGHT,
+    RPC_QUEUE_WAIT,
+    exemplar,
+)
 from ._telemetry import TRACER, messaging_attributes, span_error
 from ._wire import (
     CONTENT_TYPE,
@@ -244,9 +251,17 @@ class RpcWorker:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            if sent_at is not None:
+                RPC_QUEUE_WAIT.labels(method).observe(queue_wait_ns / 1e9, exemplar())
+            in_flight = RPC_HANDLER_IN_FLIGHT.labels(method)
+            in_flight.inc()
             started = time.monotonic_ns()
-            outcome = await self._complete(message, method, sent_at, received_ns, queue_wait_ns)
+            try:
+                outcome = await self._complete(message, method, sent_at, received_ns, queue_wait_ns)
+            finally:
+                in_flight.dec()
             handler_ns = time.monotonic_ns() - started
+            RPC_HANDLER_DURATION.labels(method, outcome).observe(handler_ns / 1e9, exemplar())
             if outcome != "ok":
                 span_error(span, outcome, f"{method}: {outcome}")
             log.info(
@@ -270,6 +285,7 @@ class RpcWorker:
         try:
             body, outcome = await self._dispatch(message, method, sent_at, received_ns)
         except _Reject as reject:
+            RPC_DEAD_LETTERED.labels(self._queue_name, reject.error_type).inc()
             log.warning(
                 "rpc dead-lettered method=%s correlation_id=%s reason=%s: %s",
                 method,

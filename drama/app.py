@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from broker import AmqpRpcClient, redact_url
+from broker import AmqpRpcClient, metrics_handler, redact_url
 
 from . import handlers
 from .openapi import openapi
@@ -50,4 +50,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     app.router.add_get("/readyz", handlers.readyz, name="readyz")
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    app.router.add_get("/metrics", metrics_handler, name="metrics")
     return app

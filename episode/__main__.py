@@ -10,7 +10,7 @@ import sys
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from broker import redact_url, service_main, stop_event
+from broker import redact_url, service_main, serving_metrics, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -25,6 +25,9 @@ async def run(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         store = await EpisodeStore.open(settings.database_url)
         stack.push_async_callback(store.close)
+        await stack.enter_async_context(
+            serving_metrics(settings.metrics_host, settings.metrics_port)
+        )
         await stack.enter_async_context(build_worker(settings, store))
         log.info("episode-service ready, broker %s", redact_url(settings.amqp_url))
         await stop.wait()

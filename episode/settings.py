@@ -15,6 +15,8 @@ class Settings:
     database_url: str = field(repr=False)
     prefetch: int = 32
     queue_type: QueueType = "classic"
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    metrics_port: int = 9101
     log_level: str = "INFO"
 
     @classmethod
@@ -26,5 +28,7 @@ class Settings:
             database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/episode.db"),
             prefetch=env.integer("PREFETCH", 32, low=1, high=65535),
             queue_type="quorum" if queue_type == "quorum" else "classic",
+            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above
+            metrics_port=env.integer("METRICS_PORT", 9101, low=1, high=65535),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )

@@ -156,6 +156,8 @@ async def stacks(args: argparse.Namespace, sink_url: str) -> AsyncIterator[dict[
                     amqp_url=f"{amqp}/{name}",
                     http_port=args.http_port + i,
                     s3_port=args.s3_port + i,
+                    episode_metrics_port=args.s3_port + 10 + 2 * i,
+                    stream_metrics_port=args.s3_port + 11 + 2 * i,
                     workdir=Path(f".run/bench/{i}"),
                     media_dramas=1,
                     env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, **env},

@@ -56,6 +56,8 @@ class StackConfig:
     episode_database_url: str | None = None
     seed_dramas: int | None = None  # None: the ~20-drama sample catalogue
     media_dramas: int = 20  # the bucket gets HLS samples for the first N dramas
+    episode_metrics_port: int = 9101
+    stream_metrics_port: int = 9102
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
     echo: bool = False  # copy the processes' log lines to stdout
 
@@ -105,6 +107,11 @@ class Stack:
         if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
             # Nowhere to send spans: make them (trace ids in the logs) but do not export them.
             env.setdefault("OTEL_TRACES_EXPORTER", "none")
+        if service in ("episode", "stream"):
+            env["METRICS_HOST"] = "127.0.0.1"
+            port = cfg.episode_metrics_port if service == "episode" else cfg.stream_metrics_port
+            if "METRICS_PORT" not in cfg.env:
+                env["METRICS_PORT"] = str(port)
         if service in ("drama", "episode"):
             url = cfg.drama_database_url if service == "drama" else cfg.episode_database_url
             env["DATABASE_URL"] = url or f"sqlite+aiosqlite:///{workdir}/{service}.db"

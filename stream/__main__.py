@@ -10,7 +10,7 @@ import sys
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from broker import redact_url, service_main, stop_event
+from broker import redact_url, service_main, serving_metrics, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -27,6 +27,9 @@ SAMPLE_MEDIA_DRAMAS = 20
 async def run(settings: Settings) -> None:
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            serving_metrics(settings.metrics_host, settings.metrics_port)
+        )
         s3 = await stack.enter_async_context(open_s3(settings))
         await stack.enter_async_context(build_worker(settings, s3))
         log.info(

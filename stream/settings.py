@@ -21,6 +21,8 @@ class Settings:
     presign_ttl_s: int = 3600
     prefetch: int = 64
     queue_type: QueueType = "classic"
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    metrics_port: int = 9102
     log_level: str = "INFO"
 
     @classmethod
@@ -35,5 +37,7 @@ class Settings:
             presign_ttl_s=env.integer("PRESIGN_TTL_S", 3600, low=1, high=7 * 24 * 3600),
             prefetch=env.integer("PREFETCH", 64, low=1, high=65535),
             queue_type="quorum" if queue_type == "quorum" else "classic",
+            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above
+            metrics_port=env.integer("METRICS_PORT", 9102, low=1, high=65535),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )

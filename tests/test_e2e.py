@@ -56,6 +56,8 @@ def make_stack(tmp_path: Path, vhost: str, amqp_url: str) -> StackFactory:
             amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
             http_port=free_port(),
             s3_port=free_port(),
+            episode_metrics_port=free_port(),
+            stream_metrics_port=free_port(),
             workdir=tmp_path / "run",
             media_dramas=2,
             **overrides,
@@ -234,7 +236,7 @@ async def test_sigterm_during_load_loses_no_accepted_request(
     async with make_stack() as stack:
         base = stack.config.base_url
         # A second episode worker takes over the queue when the first one drains and exits.
-        await stack.start_process("episode2", "episode")
+        await stack.start_process("episode2", "episode", env={"METRICS_PORT": str(free_port())})
         requests = [
             asyncio.create_task(get_json(http, f"{base}/dramas/{i % 20 + 1}")) for i in range(120)
         ]

@@ -55,6 +55,8 @@ def traced_stack(
                 amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
                 http_port=free_port(),
                 s3_port=free_port(),
+                episode_metrics_port=free_port(),
+                stream_metrics_port=free_port(),
                 workdir=tmp_path / "run",
                 media_dramas=1,
                 env={

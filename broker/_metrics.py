@@ -1,0 +1,95 @@
+"""Prometheus metrics of the request path (names and labels: DESIGN.md section 4).
+
+Registered once per process in prometheus-client's default registry, like the process_*
+metrics it exports itself. Histograms take a ``trace_id`` exemplar when the current span is
+sampled, so that Grafana can jump from a slow bucket to the trace; exemplars are exposed in the
+OpenMetrics format, which Prometheus asks for. Labels stay bounded: route templates, method
+names and outcome names, never ids or raw paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from opentelemetry import trace
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+# Sub-millisecond (a queue hop on one host) to 10 s (past any timeout here).
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+RPC_CLIENT_DURATION = Histogram(
+    "rpc_client_duration_seconds",
+    "RPC calls as the caller waited for them, by method and outcome.",
+    ["method", "outcome"],
+    buckets=BUCKETS,
+)
+RPC_OVERHEAD = Histogram(
+    "rpc_overhead_seconds",
+    "Round trip minus the worker's handler time: queue, broker and network (skew-free).",
+    ["method"],
+    buckets=BUCKETS,
+)
+RPC_CLIENT_IN_FLIGHT = Gauge(
+    "rpc_client_calls_in_flight", "Calls waiting for their reply.", ["method"]
+)
+RPC_CLIENT_ERRORS = Counter(
+    "rpc_client_errors", "Failed calls, by method and error type.", ["method", "error_type"]
+)
+RPC_QUEUE_WAIT = Histogram(
+    "rpc_queue_wait_seconds",
+    "Time requests sat in the queue: delivery minus x-sent-at-ns, measured by the worker.",
+    ["method"],
+    buckets=BUCKETS,
+)
+RPC_HANDLER_DURATION = Histogram(
+    "rpc_handler_duration_seconds",
+    "Requests handled by a worker, by method and outcome.",
+    ["method", "outcome"],
+    buckets=BUCKETS,
+)
+RPC_HANDLER_IN_FLIGHT = Gauge(
+    "rpc_handler_in_flight", "Requests a worker is handling now.", ["method"]
+)
+RPC_DEAD_LETTERED = Counter(
+    "rpc_dead_lettered",
+    "Requests a worker rejected to the dead-letter exchange.",
+    ["queue", "reason"],
+)
+
+
+def exemplar() -> dict[str, str] | None:
+    """``{"trace_id": ...}`` of the current span when it is sampled, else None."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid and context.trace_flags.sampled:
+        return {"trace_id": format(context.trace_id, "032x")}
+    return None
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: text format, or OpenMetrics (with exemplars) when asked for."""
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = web.Response(body=encode(REGISTRY))
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def metrics_app() -> web.Application:
+    """A small application serving ``/metrics`` (for the workers' ``METRICS_PORT``)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+@asynccontextmanager
+async def serving_metrics(host: str, port: int) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on ``host:port`` for the duration of the block."""
+    runner = web.AppRunner(metrics_app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        yield
+    finally:
+        await runner.cleanup()
