@@ -126,6 +126,7 @@ class AmqpRpcClient:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
+        self._methods: set[str] = set()  # methods called so far
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -186,6 +187,11 @@ class AmqpRpcClient:
         timeout: float | None = None,
     ) -> T:
         timeout = self._timeout if timeout is None else timeout
+        if method not in self._methods:
+            # Error series exist from the first call on, at 0: a rate over them is 0, not absent.
+            self._methods.add(method)
+            for error_type in ("timeout", "unroutable", "unavailable"):
+                RPC_CLIENT_ERRORS.labels(method, error_type)
         with self._tracer.start_as_current_span(
             f"call {method}",
             kind=SpanKind.CLIENT,
