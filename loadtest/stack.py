@@ -253,6 +253,8 @@ async def _run(config: StackConfig) -> None:
             f"  curl '{base}/dramas?limit=5'\n"
             f"  curl {base}/openapi.json\n"
             f"  curl {base}/readyz\n"
+            f"  curl {base}/metrics   (workers: :{config.episode_metrics_port}/metrics, "
+            f":{config.stream_metrics_port}/metrics)\n"
             f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
             flush=True,
         )
