@@ -223,6 +223,13 @@ class AmqpRpcClient:
                 RPC_CLIENT_ERRORS.labels(method, outcome).inc()
                 span_error(span, exc.error_type, str(exc))
                 raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"  # the caller gave up (say, the HTTP client went away)
+                raise
+            except BaseException as exc:  # an unencodable request, or a bug: never "ok"
+                outcome = "error"
+                span_error(span, type(exc).__name__, repr(exc))
+                raise
             finally:
                 in_flight.dec()
                 RPC_CLIENT_DURATION.labels(method, outcome).observe(

@@ -41,10 +41,14 @@ class JsonFormatter(logging.Formatter):
             line["span_id"] = format(context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+                # An extra never replaces a core field.
+                line[key if key not in line else f"extra.{key}"] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        try:
+            return json.dumps(line, default=str)
+        except (TypeError, ValueError):  # an extra JSON cannot hold (non-str keys, cycles)
+            return json.dumps({k: v if isinstance(v, str) else repr(v) for k, v in line.items()})
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -47,18 +47,21 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
     """
     if tracing_disabled(environ):
         return None
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-    )
-    if protocol != "http/protobuf":
-        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, got {protocol!r}")
     resource = Resource.create({})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource)
-    for name in (environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
-        match name.strip():
+    names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
+    for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
+        match name:
             case "otlp":
+                protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+                )
+                if protocol.strip().lower() != "http/protobuf":
+                    raise ConfigError(
+                        f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, got {protocol!r}"
+                    )
                 # Imported here: the exporter pulls in protobuf, not needed when tracing is off.
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
                     OTLPSpanExporter,

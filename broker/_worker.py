@@ -233,7 +233,8 @@ class RpcWorker:
             "process", self._topology.exchange, method, message.correlation_id, message.body
         )
         attributes["messaging.destination.subscription.name"] = self._queue_name
-        if sent_at is not None:
+        sampled = trace.get_current_span(parent).get_span_context().trace_flags.sampled
+        if sent_at is not None and sampled:
             # Wall clocks of two hosts: clamped so that skew cannot make it negative.
             wait = self._tracer.start_span(
                 f"queue wait {method}",
@@ -256,14 +257,18 @@ class RpcWorker:
             in_flight = RPC_HANDLER_IN_FLIGHT.labels(method)
             in_flight.inc()
             started = time.monotonic_ns()
+            outcome = "error"  # unless _complete says otherwise: the reply or the ack failed
             try:
                 outcome = await self._complete(message, method, sent_at, received_ns, queue_wait_ns)
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
             finally:
                 in_flight.dec()
-            handler_ns = time.monotonic_ns() - started
-            RPC_HANDLER_DURATION.labels(method, outcome).observe(handler_ns / 1e9, exemplar())
-            if outcome != "ok":
-                span_error(span, outcome, f"{method}: {outcome}")
+                handler_ns = time.monotonic_ns() - started
+                RPC_HANDLER_DURATION.labels(method, outcome).observe(handler_ns / 1e9, exemplar())
+                if outcome != "ok":
+                    span_error(span, outcome, f"{method}: {outcome}")
             log.info(
                 "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f",
                 method,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from broker import (
     AmqpRpcClient,
@@ -292,3 +293,21 @@ async def test_graceful_stop_finishes_in_flight(
     await stopping
     assert await held == Answer(9)
     assert worker.in_flight == 0
+
+
+async def test_cancelled_call_is_not_counted_as_ok(
+    worker: RpcWorker, client: AmqpRpcClient, service: Service
+) -> None:
+    def samples(outcome: str) -> float:
+        labels = {"method": "t.echo", "outcome": outcome}
+        return REGISTRY.get_sample_value("rpc_client_duration_seconds_count", labels) or 0.0
+
+    ok_before, cancelled_before = samples("ok"), samples("cancelled")
+    call = asyncio.create_task(client.call("t.echo", Ask(1, block=True), Answer))
+    await service.entered.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert samples("cancelled") == cancelled_before + 1
+    assert samples("ok") == ok_before
+    assert client.pending == 0
