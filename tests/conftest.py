@@ -7,11 +7,13 @@ import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aio_pika
 import pytest
 
 from broker import Topology
+from loadtest.stack import Stack, StackConfig
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -71,3 +73,21 @@ def vhost() -> Iterator[str]:
     )
     yield name
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=True, capture_output=True)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, vhost: str, amqp_url: str) -> AsyncIterator[Stack]:
+    """The three services as processes on this test's vhost and free ports, spans sampled (for
+    metric exemplars) but not exported."""
+    config = StackConfig(
+        amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
+        http_port=free_port(),
+        s3_port=free_port(),
+        episode_metrics_port=free_port(),
+        stream_metrics_port=free_port(),
+        workdir=tmp_path / "run",
+        media_dramas=1,
+        env={"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    )
+    async with Stack(config) as running:
+        yield running

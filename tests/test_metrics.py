@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aio_pika
 import aiohttp
@@ -13,29 +11,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.samples import Sample
 
-from loadtest.stack import Stack, StackConfig
-from tests.conftest import free_port
+from loadtest.stack import Stack
 
 pytestmark = pytest.mark.timeout(120)
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, vhost: str, amqp_url: str) -> AsyncIterator[Stack]:
-    config = StackConfig(
-        amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
-        http_port=free_port(),
-        s3_port=free_port(),
-        episode_metrics_port=free_port(),
-        stream_metrics_port=free_port(),
-        workdir=tmp_path / "run",
-        media_dramas=1,
-        # Spans made and sampled (for exemplars), sent nowhere.
-        env={"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"},
-    )
-    async with Stack(config) as running:
-        yield running
 
 
 async def scrape(http: aiohttp.ClientSession, url: str, accept: str | None = None) -> str:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-from loadtest.stack import Stack, StackConfig
+from loadtest.stack import Stack
 from tests.conftest import free_port
 from tests.test_metrics import send_malformed
 
@@ -30,22 +30,6 @@ KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
     "unless", "offset", "le", "inf", "nan",
 }  # fmt: skip
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, vhost: str, amqp_url: str) -> AsyncIterator[Stack]:
-    config = StackConfig(
-        amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
-        http_port=free_port(),
-        s3_port=free_port(),
-        episode_metrics_port=free_port(),
-        stream_metrics_port=free_port(),
-        workdir=tmp_path / "run",
-        media_dramas=1,
-        env={"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"},
-    )
-    async with Stack(config) as running:
-        yield running
 
 
 @pytest.fixture
