@@ -123,7 +123,6 @@ class AmqpRpcClient:
         self._prefix = f"{os.getpid():x}.{id(self):x}."
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
         self._methods: set[str] = set()  # methods called so far
@@ -150,7 +149,7 @@ class AmqpRpcClient:
             channel.reopen_callbacks.add(self._on_channel_reopen)
             # The exchange is the client's contract with the workers; declaring it (idempotent)
             # lets the client start before any worker and get fast "unroutable" answers.
-            self._exchange = await channel.declare_exchange(
+            await channel.declare_exchange(
                 self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
             )
             await self._consume_replies()
@@ -161,7 +160,7 @@ class AmqpRpcClient:
     async def close(self) -> None:
         """Fail pending calls and close the connection."""
         self._ready.clear()
-        self._fail_pending(RpcUnavailable, "client closed")
+        self._fail_pending("client closed")
         if self._connection is not None:
             await self._connection.close()
 
@@ -239,15 +238,15 @@ class AmqpRpcClient:
     async def _round_trip(
         self, method: str, request: Any, timeout: float
     ) -> tuple[_Incoming, CallTiming]:
-        if not self._ready.is_set() or self._exchange is None:
+        if not self._ready.is_set():
             raise RpcUnavailable(method, "not connected to the broker")
+        body = encode(request)  # before the call is registered: a bad request leaves nothing
         correlation_id = self._prefix + str(next(self._ids))
         future: asyncio.Future[tuple[_Incoming, int]]
         future = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (method, future)
-        body = encode(request)
         headers: dict[str, Any] = {SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)}
-        exchange = self._exchange.name
+        exchange = self._topology.exchange
         started = time.monotonic_ns()
         try:
             async with asyncio.timeout(timeout):
@@ -357,7 +356,7 @@ class AmqpRpcClient:
 
     def _on_channel_close(self, _channel: Any, exc: BaseException | None) -> None:
         self._ready.clear()
-        self._fail_pending(RpcUnavailable, f"broker connection lost: {exc!r}")
+        self._fail_pending(f"broker connection lost: {exc!r}")
 
     async def _on_channel_reopen(self, _channel: Any) -> None:
         # aio-pika gathers reopen callbacks without logging their errors: log them here.
@@ -368,11 +367,11 @@ class AmqpRpcClient:
             return
         log.info("RPC client reconnected to the broker")
 
-    def _fail_pending(self, error: type[RpcError], reason: str) -> None:
+    def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
         for method, future in pending.values():
             if not future.done():
-                future.set_exception(error(method, reason))
+                future.set_exception(RpcUnavailable(method, reason))
 
 
 def _decode_reply(method: str, body: bytes, result_type: type[T]) -> T:

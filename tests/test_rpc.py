@@ -311,3 +311,11 @@ async def test_cancelled_call_is_not_counted_as_ok(
     assert samples("cancelled") == cancelled_before + 1
     assert samples("ok") == ok_before
     assert client.pending == 0
+
+
+async def test_unencodable_request_leaves_no_pending_call(
+    worker: RpcWorker, client: AmqpRpcClient
+) -> None:
+    with pytest.raises(TypeError):
+        await client.call("t.echo", {"value": object()}, Answer)
+    assert client.pending == 0
