@@ -18,7 +18,7 @@ from aiohttp import web
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from broker import RpcClient, RpcNotFound, RpcRemoteError
-from episode.contract import LIST, DramaEpisodes, EpisodeList, ListEpisodes
+from episode.contract import LIST, DramaEpisodes, Episode, EpisodeList, ListEpisodes
 from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
 
 from .problems import DramaNotFound, InvalidParameter
@@ -146,10 +146,7 @@ async def get_drama(request: web.Request) -> web.Response:
         raise DramaNotFound(f"no drama with id {drama_id}")
     (listing,) = await _episodes(request, [drama_id], None)
     urls = await _streams(request, [e.media_key for e in listing.episodes])
-    episodes = [
-        EpisodeOut(e.number, e.title, e.duration_s, Stream(u.url, u.expires_at))
-        for e, u in zip(listing.episodes, urls, strict=True)
-    ]
+    episodes = [_episode(e, u) for e, u in zip(listing.episodes, urls, strict=True)]
     return _json(DramaDetail(**_fields(drama, listing.total), episodes=episodes))
 
 
@@ -173,11 +170,16 @@ async def list_dramas(request: web.Request) -> web.Response:
         for drama, listing in zip(dramas, listings, strict=True):
             first = None
             if listing.episodes:
-                e, u = listing.episodes[0], next(urls)
-                first = EpisodeOut(e.number, e.title, e.duration_s, Stream(u.url, u.expires_at))
+                first = _episode(listing.episodes[0], next(urls))
             items.append(DramaSummary(**_fields(drama, listing.total), first_episode=first))
     next_cursor = encode_cursor(dramas[-1].id) if more else None
     return _json(DramaPage(items=items, next_cursor=next_cursor))
+
+
+def _episode(episode: Episode, url: PresignedUrl) -> EpisodeOut:
+    return EpisodeOut(
+        episode.number, episode.title, episode.duration_s, Stream(url.url, url.expires_at)
+    )
 
 
 def _fields(drama: Drama, total: int) -> dict[str, Any]:
