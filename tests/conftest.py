@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -75,19 +76,32 @@ def vhost() -> Iterator[str]:
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=True, capture_output=True)
 
 
+StackConfigFactory = Callable[..., StackConfig]
+
+
 @pytest.fixture
-async def stack(tmp_path: Path, vhost: str, amqp_url: str) -> AsyncIterator[Stack]:
-    """The three services as processes on this test's vhost and free ports, spans sampled (for
-    metric exemplars) but not exported."""
-    config = StackConfig(
-        amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
-        http_port=free_port(),
-        s3_port=free_port(),
-        episode_metrics_port=free_port(),
-        stream_metrics_port=free_port(),
-        workdir=tmp_path / "run",
-        media_dramas=1,
-        env={"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"},
-    )
-    async with Stack(config) as running:
+def stack_config(tmp_path: Path, vhost: str, amqp_url: str) -> StackConfigFactory:
+    """A StackConfig of this test alone (its vhost, free ports, its workdir); keyword
+    arguments override the fields."""
+
+    def factory(**overrides: Any) -> StackConfig:
+        fields: dict[str, Any] = {
+            "amqp_url": amqp_url.rstrip("/") + f"/{vhost}",
+            "http_port": free_port(),
+            "s3_port": free_port(),
+            "episode_metrics_port": free_port(),
+            "stream_metrics_port": free_port(),
+            "workdir": tmp_path / "run",
+            "media_dramas": 1,
+        }
+        return StackConfig(**(fields | overrides))
+
+    return factory
+
+
+@pytest.fixture
+async def stack(stack_config: StackConfigFactory) -> AsyncIterator[Stack]:
+    """The three services as processes, spans sampled (for metric exemplars) but not exported."""
+    env = {"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+    async with Stack(stack_config(env=env)) as running:
         yield running

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -21,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from loadtest.stack import Stack, StackConfig
-from tests.conftest import PG_URL, free_port
+from loadtest.stack import Stack
+from tests.conftest import PG_URL, StackConfigFactory, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,19 +49,9 @@ async def pg_database() -> AsyncIterator[Callable[[], Awaitable[str]]]:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path, vhost: str, amqp_url: str) -> StackFactory:
+def make_stack(stack_config: StackConfigFactory) -> StackFactory:
     def factory(**overrides: Any) -> Stack:
-        config = StackConfig(
-            amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
-            http_port=free_port(),
-            s3_port=free_port(),
-            episode_metrics_port=free_port(),
-            stream_metrics_port=free_port(),
-            workdir=tmp_path / "run",
-            media_dramas=2,
-            **overrides,
-        )
-        return Stack(config)
+        return Stack(stack_config(media_dramas=2, **overrides))
 
     return factory
 

@@ -288,7 +288,10 @@ async def test_graceful_stop_finishes_in_flight(
     held = asyncio.create_task(client.call("t.echo", Ask(9, block=True), Answer))
     await service.entered.wait()
     stopping = asyncio.create_task(worker.stop())
-    await asyncio.sleep(0)  # let stop() cancel the consumer before the handler is released
+    # stop() drains: while a request is in flight it does not return (nor close under it).
+    done, _ = await asyncio.wait({stopping}, timeout=0.3)
+    assert not done
+    assert worker.in_flight == 1
     service.release.set()
     await stopping
     assert await held == Answer(9)

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from broker import RpcWorker
 from episode.contract import LIST, QUEUE, ListEpisodes
-from loadtest.stack import Stack, StackConfig
-from tests.conftest import free_port
+from loadtest.stack import Stack
+from tests.conftest import StackConfigFactory, free_port
 from tests.otlp import OtlpReceiver, Span, waterfall
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,27 +47,16 @@ StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
 
 @pytest.fixture
 def traced_stack(
-    tmp_path: Path, vhost: str, amqp_url: str, receiver: tuple[OtlpReceiver, str]
+    stack_config: StackConfigFactory, receiver: tuple[OtlpReceiver, str]
 ) -> StackFactory:
     def factory(**env: str) -> Stack:
-        return Stack(
-            StackConfig(
-                amqp_url=amqp_url.rstrip("/") + f"/{vhost}",
-                http_port=free_port(),
-                s3_port=free_port(),
-                episode_metrics_port=free_port(),
-                stream_metrics_port=free_port(),
-                workdir=tmp_path / "run",
-                media_dramas=1,
-                env={
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver[1],
-                    "OTEL_BSP_SCHEDULE_DELAY": "50",
-                    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-                    "OTEL_PROPAGATORS": "tracecontext,baggage,b3multi",
-                    **env,
-                },
-            )
-        )
+        exporting = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver[1],
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "OTEL_PROPAGATORS": "tracecontext,baggage,b3multi",
+        }
+        return Stack(stack_config(env=exporting | env))
 
     return factory
 
