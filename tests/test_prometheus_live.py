@@ -18,6 +18,7 @@ import yaml
 
 from loadtest.stack import Stack
 from tests.conftest import free_port
+from tests.promql import metric_names
 from tests.test_metrics import send_malformed
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,11 +26,6 @@ pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "observability/prometheus"
 DASHBOARDS = sorted((ROOT / "observability/grafana/dashboards").glob("*.json"))
-# Words of PromQL that are not metric names.
-KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-    "unless", "offset", "le", "inf", "nan",
-}  # fmt: skip
 
 
 @pytest.fixture
@@ -106,13 +102,15 @@ async def query(http: aiohttp.ClientSession, prometheus: str, expr: str) -> dict
     return body
 
 
-def dashboard_expressions() -> list[tuple[str, str]]:
+def dashboard_expressions() -> list[tuple[str, str, set[str]]]:
+    """(panel, expression with every variable at All, labels its legend names)."""
     found = []
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel.get("targets", []):
                 expr = re.sub(r"\$\{?\w+\}?", ".*", target["expr"])  # variables: All
-                found.append((f"{path.stem}: {panel['title']}", expr))
+                legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+                found.append((f"{path.stem}: {panel['title']}", expr, legend))
     return found
 
 
@@ -126,23 +124,6 @@ def rule_expressions() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
                 else:
                     alerts.append((rule["alert"], rule["expr"]))
     return recording, alerts
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric and recorded-series names an expression reads."""
-    without_strings = re.sub(r'"[^"]*"', '""', expr)
-    without_labels = re.sub(r"\{[^}]*\}", "{}", without_strings)
-    without_ranges = re.sub(r"\[[^\]]*\]", "[]", without_labels)
-    without_ranges = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", without_ranges
-    )
-    names = set()
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_ranges):
-        word, rest = match.group(0), without_ranges[match.end() :].lstrip()
-        if word in KEYWORDS or rest.startswith("("):  # a keyword or a function
-            continue
-        names.add(word)
-    return names
 
 
 async def traffic(stack: Stack, seconds: float) -> None:
@@ -185,11 +166,18 @@ async def test_every_dashboard_and_rule_expression_returns_data(
             "rabbitmq",
             "rabbitmq-queues",
         }
-        empty = []
-        for where, expr in dashboard_expressions() + recording:
-            if not (await query(http, prometheus, expr))["data"]["result"]:
+        empty, unlabelled = [], []
+        expressions = dashboard_expressions() + [(n, e, set()) for n, e in recording]
+        for where, expr, legend in expressions:
+            result = (await query(http, prometheus, expr))["data"]["result"]
+            if not result:
                 empty.append((where, expr))
+            # A legend naming a label the series do not carry shows a blank in Grafana.
+            unlabelled += [
+                (where, legend - set(r["metric"])) for r in result if legend - set(r["metric"])
+            ]
         assert not empty, "expressions that returned no data:\n" + "\n".join(map(str, empty))
+        assert not unlabelled, f"legends naming labels the result lacks: {unlabelled}"
         # An alert's expression is empty while all is well: it must be valid PromQL, and every
         # series it reads must exist, so that no alert watches a name nothing exports.
         missing = []
