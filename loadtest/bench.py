@@ -37,7 +37,7 @@ import aiohttp
 from broker import AmqpRpcClient
 from episode.contract import LIST, EpisodeList, ListEpisodes
 
-from .stack import Stack, StackConfig, StackError
+from .stack import Stack, StackConfig, StackError, vhost
 
 _TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
@@ -69,21 +69,6 @@ def broker_pid() -> int:
     if not found.stdout.strip():
         raise StackError("no beam.smp process: make bench meters a local RabbitMQ")
     return int(found.stdout.split()[0])
-
-
-@contextlib.contextmanager
-def vhost(name: str) -> Any:
-    run = ["rabbitmqctl", "-q"]
-    subprocess.run([*run, "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        [*run, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield
-    finally:
-        subprocess.run([*run, "delete_vhost", name], check=False, capture_output=True)
 
 
 async def rpc_round_trips(client: AmqpRpcClient, count: int) -> dict[str, float]:

@@ -16,10 +16,11 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -213,6 +214,23 @@ class Stack:
         order = ("drama", "episode", "stream", "s3", "sink")
         for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
+
+
+@contextlib.contextmanager
+def vhost(name: str) -> Iterator[str]:
+    """A RabbitMQ virtual host for the block (guest may use it), through rabbitmqctl: stacks
+    on one broker kept apart, since every stack uses the same queue and exchange names."""
+    run = ["rabbitmqctl", "-q"]
+    subprocess.run([*run, "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        [*run, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run([*run, "delete_vhost", name], check=False, capture_output=True)
 
 
 def check_broker(amqp_url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from broker import Topology
 from loadtest.stack import Stack, StackConfig
+from loadtest.stack import vhost as rabbitmq_vhost
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -65,15 +65,8 @@ async def queue_name(amqp_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A RabbitMQ virtual host of this test alone, for services running as separate processes."""
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    yield name
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=True, capture_output=True)
+    with rabbitmq_vhost(f"test-{uuid.uuid4().hex[:8]}") as name:
+        yield name
 
 
 StackConfigFactory = Callable[..., StackConfig]
