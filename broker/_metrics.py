@@ -9,7 +9,7 @@ names and outcome names, never ids or raw paths.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -76,17 +76,34 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return response
 
 
-def metrics_app() -> web.Application:
-    """A small application serving ``/metrics`` (for the workers' ``METRICS_PORT``)."""
+def metrics_app(ready: Callable[[], bool] | None = None) -> web.Application:
+    """The workers' ``METRICS_PORT``: ``/metrics``, and the probes ``/healthz`` and ``/readyz``.
+
+    ``/healthz`` answers while the event loop runs; ``/readyz`` answers 200 while ``ready()``
+    is true (a worker consuming on an open channel) and 503 otherwise.
+    """
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if ready is None or ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 
 @asynccontextmanager
-async def serving_metrics(host: str, port: int) -> AsyncIterator[None]:
-    """Serve ``/metrics`` on ``host:port`` for the duration of the block."""
-    runner = web.AppRunner(metrics_app(), access_log=None)
+async def serving_metrics(
+    host: str, port: int, ready: Callable[[], bool] | None = None
+) -> AsyncIterator[None]:
+    """Serve :func:`metrics_app` on ``host:port`` for the duration of the block."""
+    runner = web.AppRunner(metrics_app(ready), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -122,6 +122,16 @@ class RpcWorker:
         self._routes[method] = _Route(request_type, handler)
 
     @property
+    def ready(self) -> bool:
+        """Consuming on an open channel: what a readiness probe asks."""
+        return (
+            not self._stopping
+            and self._consumer_tag is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    @property
     def in_flight(self) -> int:
         """Requests being handled now."""
         return len(self._inflight)

@@ -25,10 +25,11 @@ async def run(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         store = await EpisodeStore.open(settings.database_url)
         stack.push_async_callback(store.close)
+        worker = build_worker(settings, store)
         await stack.enter_async_context(
-            serving_metrics(settings.metrics_host, settings.metrics_port)
+            serving_metrics(settings.metrics_host, settings.metrics_port, lambda: worker.ready)
         )
-        await stack.enter_async_context(build_worker(settings, store))
+        await stack.enter_async_context(worker)
         log.info("episode-service ready, broker %s", redact_url(settings.amqp_url))
         await stop.wait()
         log.info("episode-service stopping")

@@ -27,11 +27,12 @@ SAMPLE_MEDIA_DRAMAS = 20
 async def run(settings: Settings) -> None:
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            serving_metrics(settings.metrics_host, settings.metrics_port)
-        )
         s3 = await stack.enter_async_context(open_s3(settings))
-        await stack.enter_async_context(build_worker(settings, s3))
+        worker = build_worker(settings, s3)
+        await stack.enter_async_context(
+            serving_metrics(settings.metrics_host, settings.metrics_port, lambda: worker.ready)
+        )
+        await stack.enter_async_context(worker)
         log.info(
             "stream-service ready, bucket %s, broker %s",
             settings.media_bucket,

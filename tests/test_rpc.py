@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import msgspec
@@ -21,6 +22,7 @@ from broker import (
     RpcUnroutable,
     RpcWorker,
     Topology,
+    metrics_app,
 )
 
 
@@ -322,3 +324,20 @@ async def test_unencodable_request_leaves_no_pending_call(
     with pytest.raises(TypeError):
         await client.call("t.echo", {"value": object()}, Answer)
     assert client.pending == 0
+
+
+async def test_worker_probes_follow_the_consumer(
+    amqp_url: str, queue_name: str, topology: Topology, service: Service, aiohttp_client: Any
+) -> None:
+    worker = RpcWorker(amqp_url, queue_name, topology=topology)
+    worker.register("t.echo", Ask, service.echo)
+    http = await aiohttp_client(metrics_app(lambda: worker.ready))
+    assert (await http.get("/healthz")).status == 200
+    assert (await http.get("/readyz")).status == 503  # not consuming yet
+    await worker.start()
+    response = await http.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready"}
+    await worker.stop()
+    assert (await http.get("/readyz")).status == 503
+    assert (await http.get("/healthz")).status == 200
