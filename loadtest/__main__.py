@@ -1,0 +1,42 @@
+"""``python -m loadtest <command>``: the project's load, analysis and benchmark tools.
+
+Each command is a module of this package with its own ``main(argv)`` and ``--help``; it is
+imported only when asked for, so ``analyze`` does not pay for the stack's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "analyze": ("loadtest.analyze", "critical path and latency breakdown of traces"),
+    "bench": ("loadtest.bench", "the benchmark behind `make bench`"),
+    "load": ("loadtest.load", "open- or closed-loop load on the HTTP API"),
+    "sink": ("loadtest.sink", "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines"),
+    "stack": ("loadtest.stack", "the local stack behind `make run`"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m loadtest <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_module, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help"}:
+        print(usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    code: int = module.main(rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
