@@ -19,6 +19,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._faults import FaultAck, FaultRule, InjectedFault, send_fault_rule
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event
 from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
@@ -32,7 +33,10 @@ __all__ = [
     "CallTiming",
     "ConfigError",
     "Env",
+    "FaultAck",
+    "FaultRule",
     "HandlerError",
+    "InjectedFault",
     "NotFound",
     "QueueType",
     "RpcClient",
@@ -54,6 +58,7 @@ __all__ = [
     "metrics_handler",
     "open_engine",
     "redact_url",
+    "send_fault_rule",
     "service_main",
     "serving_metrics",
     "stop_event",

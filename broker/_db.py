@@ -6,13 +6,16 @@ the engine.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
+from ._faults import db_delay
 from ._telemetry import instrument_engine
 
 
@@ -38,7 +41,17 @@ async def open_engine(
         raise
     # After the schema check: start-up statements are not requests worth a trace.
     instrument_engine(engine, tracer_provider)
+    # Registered after the instrumentation's hook: an injected delay falls inside the
+    # statement's span, where a slow database would put it.
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", _injected_db_delay)
     return engine
+
+
+def _injected_db_delay(*_args: object) -> None:
+    """A slow-database fault (broker._faults): runs in SQLAlchemy's greenlet, so it may await."""
+    delay = db_delay()
+    if delay > 0:
+        await_only(asyncio.sleep(delay))
 
 
 class SqlStore:

@@ -30,6 +30,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from ._errors import HandlerError
+from ._faults import FaultRule, Faults
 from ._metrics import (
     RPC_DEAD_LETTERED,
     RPC_HANDLER_DURATION,
@@ -92,7 +93,9 @@ class RpcWorker:
         grace: float = 10.0,
         reconnect_interval: float = 1.0,
         tracer_provider: trace.TracerProvider | None = None,
+        faults: bool = False,
     ) -> None:
+        """``faults=True`` listens for fault-injection rules on the control exchange."""
         self._url = url
         self._queue_name = queue
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
@@ -108,6 +111,7 @@ class RpcWorker:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._faults = Faults(queue, prefetch) if faults else None
         self._consumer_tag: str | None = None
 
     def register(
@@ -119,6 +123,8 @@ class RpcWorker:
         """
         if self._queue is not None:
             raise RuntimeError("register methods before start()")
+        if self._faults is not None:
+            handler = self._faults.wrap(method, handler)
         self._routes[method] = _Route(request_type, handler)
 
     @property
@@ -180,6 +186,8 @@ class RpcWorker:
             for method in self._routes:
                 await self._queue.bind(exchange, routing_key=method)
             self._consumer_tag = await self._queue.consume(self._on_message)
+            if self._faults is not None:
+                await self._listen_for_faults(channel)
         except BaseException:
             await self._connection.close()
             raise
@@ -189,6 +197,62 @@ class RpcWorker:
             ",".join(self._routes),
             self._prefetch,
         )
+
+    async def _listen_for_faults(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        """A private queue on the control exchange; malformed rules are dead-lettered."""
+        control = await channel.declare_exchange(
+            self._topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-dead-letter-exchange": self._topology.dead_letter_exchange},
+        )
+        await queue.bind(control)
+        await queue.consume(self._on_control)
+
+    async def _on_control(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        assert self._faults is not None
+        assert self._channel is not None
+        try:
+            rule = msgspec.json.decode(message.body, type=FaultRule)
+        except msgspec.DecodeError as exc:
+            log.warning("fault rule dead-lettered: %s", exc)
+            await message.reject(requeue=False)
+            return
+        if self._faults.matches(rule):
+            before = self._faults.prefetch
+            self._faults.apply(rule)
+            if self._faults.prefetch != before:
+                await self._set_prefetch(self._faults.prefetch)
+            log.warning(
+                "fault rules now queue=%s prefetch=%d rules=%s",
+                self._queue_name,
+                self._faults.prefetch,
+                msgspec.json.encode(self._faults.rules).decode(),
+            )
+            if message.reply_to:
+                await self._channel.default_exchange.publish(
+                    aio_pika.Message(
+                        msgspec.json.encode(self._faults.ack()),
+                        content_type=CONTENT_TYPE,
+                        correlation_id=message.correlation_id,
+                    ),
+                    routing_key=message.reply_to,
+                )
+        await message.ack()
+
+    async def _set_prefetch(self, prefetch: int) -> None:
+        """A consumer keeps the prefetch it started with: consume again under the new one.
+
+        Deliveries still unacked stay with the channel and are acked as usual.
+        """
+        assert self._channel is not None
+        assert self._queue is not None
+        assert self._consumer_tag is not None
+        await self._queue.cancel(self._consumer_tag)
+        await self._channel.set_qos(prefetch_count=prefetch)
+        self._consumer_tag = await self._queue.consume(self._on_message)
 
     def _on_reconnect(self, _connection: object) -> None:
         log.info("worker reconnected to the broker, queue=%s", self._queue_name)

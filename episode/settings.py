@@ -14,6 +14,7 @@ class Settings:
     amqp_url: str = field(repr=False)
     database_url: str = field(repr=False)
     prefetch: int = 32
+    faults_enabled: bool = False
     queue_type: QueueType = "classic"
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
     metrics_port: int = 9101
@@ -27,6 +28,7 @@ class Settings:
             amqp_url=env.text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/episode.db"),
             prefetch=env.integer("PREFETCH", 32, low=1, high=65535),
+            faults_enabled=env.flag("FAULTS_ENABLED", default=False),
             queue_type="quorum" if queue_type == "quorum" else "classic",
             metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above
             metrics_port=env.integer("METRICS_PORT", 9101, low=1, high=65535),

@@ -24,7 +24,11 @@ class Procedures:
 
 def build_worker(settings: Settings, store: EpisodeStore) -> RpcWorker:
     worker = RpcWorker(
-        settings.amqp_url, QUEUE, prefetch=settings.prefetch, queue_type=settings.queue_type
+        settings.amqp_url,
+        QUEUE,
+        prefetch=settings.prefetch,
+        queue_type=settings.queue_type,
+        faults=settings.faults_enabled,
     )
     worker.register(LIST, ListEpisodes, Procedures(store).list_episodes)
     return worker

@@ -103,6 +103,8 @@ class Stack:
             "S3_ENDPOINT_URL": f"http://127.0.0.1:{cfg.s3_port}",
             "MEDIA_BUCKET": "drama-media",
             "PYTHONUNBUFFERED": "1",
+            # A local stack is for experiments: `python -m loadtest fault` reaches its workers.
+            "FAULTS_ENABLED": "true",
             **cfg.env,
         }
         if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:

@@ -77,7 +77,11 @@ class Procedures:
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
     worker = RpcWorker(
-        settings.amqp_url, QUEUE, prefetch=settings.prefetch, queue_type=settings.queue_type
+        settings.amqp_url,
+        QUEUE,
+        prefetch=settings.prefetch,
+        queue_type=settings.queue_type,
+        faults=settings.faults_enabled,
     )
     procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
     worker.register(PRESIGN, Presign, procedures.presign)

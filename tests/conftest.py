@@ -41,6 +41,7 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         exchange=f"test.{uid}.rpc",
         dead_letter_exchange=f"test.{uid}.rpc.dlx",
         dead_letter_queue=f"test.{uid}.rpc.dead",
+        control_exchange=f"test.{uid}.rpc.control",
     )
     yield topo
     connection = await aio_pika.connect(amqp_url)
@@ -49,6 +50,7 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         await channel.exchange_delete(topo.exchange)
         await channel.exchange_delete(topo.dead_letter_exchange)
         await channel.queue_delete(topo.dead_letter_queue)
+        await channel.exchange_delete(topo.control_exchange)
 
 
 @pytest.fixture

@@ -1,0 +1,93 @@
+"""``python -m loadtest fault``: inject or clear a fault in running workers, no restart needed.
+
+The rule goes out on the broker's ``rpc.control`` exchange to every worker started with
+``FAULTS_ENABLED=true`` (``make run`` starts them so); each one that matches answers with the
+rules now active on it, and those answers are printed. Examples::
+
+    python -m loadtest fault --method stream.presign --delay-ms 50        # slow stream worker
+    python -m loadtest fault --queue rpc.episode --prefetch 1 --delay-ms 20  # congested queue
+    python -m loadtest fault --method episode.list --db-delay-ms 30       # slow episode database
+    python -m loadtest fault --clear                                      # back to normal
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import msgspec
+
+from broker import FaultRule, redact_url, send_fault_rule
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest fault",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
+    parser.add_argument("--exchange", default="rpc.control", help="the control exchange")
+    parser.add_argument("--queue", help="only the workers of this queue (rpc.episode, rpc.stream)")
+    parser.add_argument("--method", help="only this method (episode.list, stream.presign)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="added handler time")
+    parser.add_argument(
+        "--delay",
+        choices=("fixed", "uniform", "exponential"),
+        default="fixed",
+        help="fixed, uniform on [0, 2x], or exponential with that mean",
+    )
+    parser.add_argument("--error-rate", type=float, default=0.0, help="0..1 answered 'injected'")
+    parser.add_argument("--db-delay-ms", type=float, default=0.0, help="added to each statement")
+    parser.add_argument("--prefetch", type=int, help="the worker's prefetch (lower: congestion)")
+    parser.add_argument("--clear", action="store_true", help="remove the selected rules")
+    parser.add_argument("--expect", type=int, help="return once this many workers answered")
+    parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for answers")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        fields = {
+            "queue": args.queue,
+            "method": args.method,
+            "delay_ms": args.delay_ms,
+            "delay": args.delay,
+            "error_rate": args.error_rate,
+            "db_delay_ms": args.db_delay_ms,
+            "prefetch": args.prefetch,
+            "clear": args.clear,
+        }
+        default = FaultRule()
+        # Only what was asked for, so the workers' answers read like the command line.
+        rule = msgspec.convert(
+            {k: v for k, v in fields.items() if v != getattr(default, k)}, FaultRule
+        )
+    except msgspec.ValidationError as exc:
+        print(f"fault: {exc}", file=sys.stderr)
+        return 2
+    acks = asyncio.run(
+        send_fault_rule(
+            args.amqp_url, rule, exchange=args.exchange, expect=args.expect, wait=args.wait
+        )
+    )
+    if not acks:
+        print(
+            f"fault: no worker answered on {redact_url(args.amqp_url)}: are they running with "
+            "FAULTS_ENABLED=true, and does --queue name their queue?",
+            file=sys.stderr,
+        )
+        return 1
+    for ack in acks:
+        rules = msgspec.json.encode(ack.rules).decode()
+        print(f"{ack.queue} {ack.host}:{ack.pid} prefetch={ack.prefetch} rules={rules}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
