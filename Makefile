@@ -49,9 +49,10 @@ imports: $(STAMP)
 pytest: $(STAMP) tools
 	$(BIN)/pytest
 
-## bench: throughput and latency of GET /dramas/{id} and of one RPC, confirms on and off
+## bench: GET /dramas/{id} and one RPC against the bare minimum of ../shared/reference-bench
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
+	$(BIN)/python -m loadtest bench
 
 ## seed-large: make run with a generated catalogue of 10,000 dramas
 seed-large: $(STAMP)

@@ -1,19 +1,23 @@
-"""``make bench``: what the request path costs, and what tracing and publisher confirms add.
+"""``make bench``: what the request path costs, against the bare minimum, measured in one run.
 
-Starts one local stack per variant, each on its own RabbitMQ vhost and ports, plus an OTLP sink
-that the traced variants export to (so tracing costs what it costs in production: spans made,
-batched, encoded and sent). Then, in rounds that alternate the order of the variants so that
-drift on a noisy machine hits all alike:
+Starts, each on its own RabbitMQ vhost and ports:
 
-- ``GET /dramas/{id}`` at a fixed concurrency for a fixed time against each variant, metering
-  the CPU time of every process (drama, episode, stream, the broker, the sink, this load
-  generator) from /proc, per request;
-- ``episode.list`` round trips at concurrency 1 from this process, publisher confirms on and off.
+- the project's stack in several variants: ``off`` (tracing disabled), ``10%`` and ``100%``
+  (tracing on, sampled so, exporting to an OTLP sink so that spans are made, batched, encoded
+  and sent as in production), ``no-confirms`` (tracing off, request publisher confirms off);
+- the reference programs of ``../shared/reference-bench``: ``bare``, an aiohttp gateway making
+  the same two RPCs per ``GET /dramas/{id}`` with plain aio-pika, untraced, to two workers that
+  answer a constant.
 
-Variants: ``off`` (tracing disabled), ``10%`` and ``100%`` (tracing on, sampled so), and
-``no-confirms`` (tracing off, request publisher confirms off). Prints medians over the rounds
-and their ratios to ``off``, and writes everything as JSON. The load generator shares the 2
-cores with the services: compare ratios within one run, not absolutes across runs.
+Then, in rounds that rotate the order so that drift on a noisy machine hits all alike, ``wrk``
+drives ``GET /dramas/{id}`` at the same concurrency for the same time against each, while the
+CPU time of every process (gateway, workers, broker, sink, wrk) is metered from /proc. And the
+RPC round trip at concurrency 1: the project's client and worker (``loadtest.echo_worker``,
+a handler that does nothing) against the reference's raw aiormq client and worker, the floor.
+
+Prints medians over the rounds and their ratios to the bare minimum, writes everything as JSON,
+and a plot when matplotlib is installed. Everything shares the 2 cores: compare ratios within one
+run, not absolutes across runs.
 """
 
 from __future__ import annotations
@@ -23,23 +27,28 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from broker import AmqpRpcClient
-from episode.contract import LIST, EpisodeList, ListEpisodes
 
+from .echo_worker import METHOD as ECHO
+from .echo_worker import Ask, Episodes
 from .stack import Stack, StackConfig, StackError, vhost
 
 _TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference-bench"
 
 VARIANTS: dict[str, dict[str, str]] = {
     "off": {"OTEL_SDK_DISABLED": "true"},
@@ -50,12 +59,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
     "no-confirms": {"OTEL_SDK_DISABLED": "true", "RPC_PUBLISHER_CONFIRMS": "false"},
 }
-PROCESSES = ("drama", "episode", "stream", "broker", "sink", "loadgen")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+BARE = "bare"
+PROCESSES = ("gateway", "episode", "stream", "broker", "sink", "wrk")
 
 
 def cpu_us(pid: int) -> float:
@@ -71,86 +76,227 @@ def broker_pid() -> int:
     return int(found.stdout.split()[0])
 
 
-async def rpc_round_trips(client: AmqpRpcClient, count: int) -> dict[str, float]:
-    request = ListEpisodes(drama_ids=[1])
-    for _ in range(50):  # warm up
-        await client.call(LIST, request, EpisodeList)
-    latencies = []
-    for _ in range(count):
-        started = time.perf_counter()
-        await client.call(LIST, request, EpisodeList)
-        latencies.append(time.perf_counter() - started)
-    return {
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
-    }
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def http_load(
-    session: aiohttp.ClientSession,
-    base: str,
-    pids: dict[str, int],
-    concurrency: int,
-    seconds: float,
-) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
+@dataclass
+class Program:
+    """A reference program (a script in the reference directory) run as a process."""
 
-    async def user(offset: int) -> None:
-        nonlocal errors
-        n = offset
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            async with session.get(f"{base}/dramas/{n % 20 + 1}") as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
-            latencies.append(time.perf_counter() - started)
-            n += concurrency
+    name: str
+    args: list[str]
+    cwd: Path
+    env: Mapping[str, str]
+    log: Path
+    process: asyncio.subprocess.Process | None = field(default=None, init=False)
 
-    cpu_before = {name: cpu_us(pid) for name, pid in pids.items()}
-    started = time.perf_counter()
-    await asyncio.gather(*(user(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    cpu_after = {name: cpu_us(pid) for name, pid in pids.items()}
-    requests = max(1, len(latencies))
-    result = {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
-        "errors": errors,
-    }
-    for name in pids:
-        result[f"cpu_us_{name}"] = (cpu_after[name] - cpu_before[name]) / requests
-    result["cpu_us_total"] = sum(result[f"cpu_us_{name}"] for name in pids)
+    async def start(self, health_url: str | None = None) -> None:
+        with self.log.open("w") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, *self.args, cwd=self.cwd, env={**os.environ, **self.env},
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise StackError(f"{self.name} exited; see {self.log}")
+            if await asyncio.to_thread(self._ready, health_url):
+                return
+            await asyncio.sleep(0.1)
+        raise StackError(f"{self.name} did not get ready in 30 s; see {self.log}")
+
+    def _ready(self, health_url: str | None) -> bool:
+        if health_url is None:
+            return "READY" in self.log.read_text()
+        try:
+            with urllib.request.urlopen(health_url, timeout=1):  # noqa: S310 - loopback URL
+                return True
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+@dataclass
+class Target:
+    """Something wrk drives: its URL and the processes whose CPU it costs."""
+
+    url: str
+    pids: dict[str, int]
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    found = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if found is None:
+        raise StackError(f"wrk printed no rate:\n{text}")
+    result = {"rps": float(found.group(1))}
+    for p in ("50", "99"):
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+        if match:
+            value, unit = match.groups()
+            result[f"p{p}_ms"] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
     return result
 
 
+async def wrk(target: Target, connections: int, seconds: int) -> dict[str, float]:
+    """One wrk run; CPU per request of each process (wrk's own read just before it ends)."""
+    before = {name: cpu_us(pid) for name, pid in target.pids.items()}
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
+        target.url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    await asyncio.sleep(seconds * 0.98)
+    wrk_us = cpu_us(process.pid)
+    out, _ = await process.communicate()
+    after = {name: cpu_us(pid) for name, pid in target.pids.items()}
+    result = parse_wrk(out.decode())
+    requests = max(1.0, result["rps"] * seconds)
+    cpu = {name: (after[name] - before[name]) / requests for name in target.pids}
+    cpu["wrk"] = wrk_us / requests
+    for name in PROCESSES:
+        result[f"cpu_us_{name}"] = cpu.get(name, 0.0)
+    result["cpu_us_total"] = sum(cpu.values())
+    return result
+
+
+async def project_round_trips(client: AmqpRpcClient, count: int) -> dict[str, float]:
+    request = Ask(42)
+    for _ in range(300):  # warm up, as the reference client does
+        await client.call(ECHO, request, Episodes)
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await client.call(ECHO, request, Episodes)
+        latencies.append(time.perf_counter() - started)
+    return {"p50_us": percentile(latencies, 0.5) * 1e6, "p99_us": percentile(latencies, 0.99) * 1e6}
+
+
+async def floor_round_trips(reference: Path, amqp_url: str, count: int) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "rpc_client.py", "--variant", "aiormq", "--lat-n", str(count),
+        "--conc", "0", cwd=reference, env={**os.environ, "PERF_AMQP_URL": amqp_url},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise StackError(f"the reference aiormq client failed:\n{err.decode()[-2000:]}")
+    c1 = json.loads(out.decode().strip().splitlines()[-1])["c1"]
+    return {"p50_us": float(c1["p50_us"]), "p99_us": float(c1["p99_us"])}
+
+
+@dataclass
+class Setup:
+    targets: dict[str, Target]
+    rpc_client: AmqpRpcClient
+    floor_url: str
+
+
 @contextlib.asynccontextmanager
-async def stacks(args: argparse.Namespace, sink_url: str) -> AsyncIterator[dict[str, Stack]]:
+async def started(args: argparse.Namespace) -> AsyncIterator[Setup]:
+    """Every variant, the reference programs and the RPC workers, stopped on the way out."""
     amqp = os.environ.get("AMQP_URL", StackConfig.amqp_url).rstrip("/")
     run_id = uuid.uuid4().hex[:6]
-    started: dict[str, Stack] = {}
+    workdir = args.json.parent / "bench"
+    broker = broker_pid()
+    targets: dict[str, Target] = {}
     async with contextlib.AsyncExitStack() as exits:
-        for i, (variant, env) in enumerate(VARIANTS.items()):
-            name = f"bench-{run_id}-{i}"
+
+        def new_vhost(suffix: str) -> str:
+            name = f"bench-{run_id}-{suffix}"
             exits.enter_context(vhost(name))
+            return f"{amqp}/{name}"
+
+        async def program(
+            name: str, argv: list[str], env: dict[str, str], health: str = ""
+        ) -> int:
+            prog = Program(name, argv, args.reference, env, workdir / f"{name}.log")
+            exits.push_async_callback(prog.stop)
+            await prog.start(health or None)
+            return prog.pid
+
+        helper = Stack(StackConfig(workdir=workdir))
+        sink_port = args.http_port + 50
+        await helper.start_process("sink", "loadtest.sink", "--port", str(sink_port))
+        exits.push_async_callback(helper.stop_process, "sink")
+        shared = {"broker": broker, "sink": helper.processes["sink"].pid}
+
+        bare_env = {"PERF_AMQP_URL": new_vhost(BARE)}
+        bare = {
+            "episode": await program(
+                "bare-episode", ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-episode"],
+                bare_env,
+            ),
+            "stream": await program(
+                "bare-stream", ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-stream"],
+                bare_env,
+            ),
+        }  # fmt: skip
+        port = args.http_port + 40
+        bare["gateway"] = await program(
+            "bare-gateway",
+            ["http_app.py", "gateway", "--fanout", "rpc", "--port", str(port)],
+            bare_env,
+            f"http://127.0.0.1:{port}/health",
+        )
+        targets[BARE] = Target(f"http://127.0.0.1:{port}/dramas/42", bare | shared)
+        print("started the reference (bare aio-pika fan-out)", file=sys.stderr, flush=True)
+
+        for i, (variant, env) in enumerate(VARIANTS.items()):
             stack = Stack(
                 StackConfig(
-                    amqp_url=f"{amqp}/{name}",
+                    amqp_url=new_vhost(str(i)),
                     http_port=args.http_port + i,
                     s3_port=args.s3_port + i,
                     episode_metrics_port=args.s3_port + 10 + 2 * i,
                     stream_metrics_port=args.s3_port + 11 + 2 * i,
-                    workdir=Path(f".run/bench/{i}"),
+                    workdir=workdir / str(i),
                     media_dramas=1,
-                    env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, **env},
+                    env={
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                        "FAULTS_ENABLED": "false",
+                        **env,
+                    },
                 )
             )
-            started[variant] = await exits.enter_async_context(stack)
+            await exits.enter_async_context(stack)
+            pids = {"gateway": stack.processes["drama"].pid}
+            pids |= {name: stack.processes[name].pid for name in ("episode", "stream")}
+            targets[variant] = Target(f"{stack.config.base_url}/dramas/1", pids | shared)
             print(f"started variant {variant}", file=sys.stderr, flush=True)
-        yield started
+
+        echo_url = new_vhost("echo")
+        await program(
+            "echo-worker",
+            ["-m", "loadtest.echo_worker", "--amqp-url", echo_url],
+            {"OTEL_SDK_DISABLED": "true", "PYTHONPATH": str(ROOT)},
+        )
+        floor_url = new_vhost("floor")
+        await program(
+            "floor-worker",
+            ["rpc_worker.py", "--mode", "aiormq", "--queue", "perf-aiormq"],
+            {"PERF_AMQP_URL": floor_url},
+        )
+        client = AmqpRpcClient(echo_url)
+        await client.connect()
+        exits.push_async_callback(client.close)
+        yield Setup(targets, client, floor_url)
 
 
 def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -158,98 +304,144 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    sink_port = args.http_port + 50
-    sink_url = f"http://127.0.0.1:{sink_port}"
-    helper = Stack(StackConfig(workdir=Path(".run/bench")))
-    helper.config.workdir.mkdir(parents=True, exist_ok=True)
-    await helper.start_process("sink", "loadtest.sink", "--port", str(sink_port))
-    http: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    rpc: dict[str, list[dict[str, float]]] = {"confirms_on": [], "confirms_off": []}
-    try:
-        async with stacks(args, sink_url) as running:
-            shared = {"broker": broker_pid(), "sink": helper.processes["sink"].pid}
-            shared["loadgen"] = os.getpid()
-            base_amqp = running["off"].config.amqp_url
-            clients = {
-                "confirms_on": AmqpRpcClient(base_amqp, publisher_confirms=True),
-                "confirms_off": AmqpRpcClient(base_amqp, publisher_confirms=False),
-            }
-            for client in clients.values():
-                await client.connect()
-            connector = aiohttp.TCPConnector(limit=args.concurrency * len(VARIANTS))
-            async with aiohttp.ClientSession(connector=connector) as session:
-                order = list(VARIANTS)
-                for round_ in range(args.rounds):
-                    for variant in order:
-                        stack = running[variant]
-                        pids = {n: stack.processes[n].pid for n in ("drama", "episode", "stream")}
-                        result = await http_load(
-                            session,
-                            stack.config.base_url,
-                            pids | shared,
-                            args.concurrency,
-                            args.seconds,
-                        )
-                        http[variant].append(result)
-                        print(
-                            f"round {round_ + 1}/{args.rounds} {variant:>11}: "
-                            f"{result['rps']:6.0f} req/s, p99 {result['p99_ms']:6.1f} ms, "
-                            f"{result['cpu_us_total']:6.0f} us CPU/request",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    for name in rpc if round_ % 2 == 0 else reversed(list(rpc)):
-                        rpc[name].append(await rpc_round_trips(clients[name], args.rpc_calls))
-                    order = order[1:] + order[:1]  # rotate: each variant leads once
-            for client in clients.values():
-                await client.close()
-    finally:
-        await helper.stop_process("sink")
+    http: dict[str, list[dict[str, float]]] = {BARE: [], **{v: [] for v in VARIANTS}}
+    rpc: dict[str, list[dict[str, float]]] = {"project": [], "aiormq": []}
+    async with started(args) as setup:
+        order = list(http)
+        for target in setup.targets.values():  # warm up: connections, pools, caches
+            await wrk(target, args.connections, 2)
+        for round_ in range(args.rounds):
+            for variant in order:
+                result = await wrk(setup.targets[variant], args.connections, args.seconds)
+                http[variant].append(result)
+                print(
+                    f"round {round_ + 1}/{args.rounds} {variant:>11}: "
+                    f"{result['rps']:6.0f} req/s, p99 {result.get('p99_ms', 0):6.1f} ms, "
+                    f"{result['cpu_us_total']:6.0f} us CPU/request",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            order = order[1:] + order[:1]  # rotate: each variant leads once
+            for name in rpc if round_ % 2 == 0 else reversed(list(rpc)):
+                if name == "project":
+                    rpc[name].append(await project_round_trips(setup.rpc_client, args.rpc_calls))
+                else:
+                    rpc[name].append(
+                        await floor_round_trips(args.reference, setup.floor_url, args.rpc_calls)
+                    )
     return {
-        "settings": vars(args) | {"cpus": os.cpu_count()},
+        "settings": {k: str(v) for k, v in vars(args).items()} | {"cpus": os.cpu_count()},
         "http": {v: medians(r) for v, r in http.items()},
         "rpc": {v: medians(r) for v, r in rpc.items()},
         "rounds": {"http": http, "rpc": rpc},
     }
 
 
+def verdicts(result: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """The issue's targets: (what, measured, target such as ">= 0.80")."""
+    http, rpc = result["http"], result["rpc"]
+    bare = http[BARE]["rps"]
+    return [
+        ("throughput, tracing 100% / bare", http["100%"]["rps"] / bare, ">= 0.80"),
+        ("throughput, tracing off / bare", http["off"]["rps"] / bare, ">= 1.20"),
+        ("RPC round trip c=1 / aiormq floor", rpc["project"]["p50_us"] / rpc["aiormq"]["p50_us"],
+         "<= 1.25"),
+        ("cost of 10% sampling", 1 - http["10%"]["rps"] / http["off"]["rps"], "<= 0.05"),
+    ]  # fmt: skip
+
+
+def met(value: float, target: str) -> bool:
+    op, bound = target.split()
+    return value >= float(bound) if op == ">=" else value <= float(bound)
+
+
 def report(result: dict[str, Any]) -> str:
     http, rpc = result["http"], result["rpc"]
-    off = http["off"]
+    bare = http[BARE]
     settings = result["settings"]
-    head = f"{'variant':<12}{'req/s':>7}{'x off':>7}{'p50 ms':>8}{'p99 ms':>8}"
-    head += "".join(f"{p:>9}" for p in PROCESSES) + f"{'total':>9}"
+    head = f"{'variant':<12}{'req/s':>7}{'x bare':>7}{'p50 ms':>8}{'p99 ms':>8}"
+    head += "".join(f"{p:>9}" for p in PROCESSES) + f"{'total':>9}{'x bare':>7}"
     lines = [
-        f"GET /dramas/{{id}}, concurrency {settings['concurrency']}, {settings['seconds']:.0f} s a "
-        f"run, medians of {settings['rounds']} rounds; CPU in us per request",
+        f"GET /dramas/{{id}}, wrk -c{settings['connections']}, {settings['seconds']} s a run, "
+        f"medians of {settings['rounds']} rounds; CPU in us per request",
         head,
     ]
     for variant, h in http.items():
-        row = f"{variant:<12}{h['rps']:7.0f}{h['rps'] / off['rps']:7.2f}"
-        row += f"{h['p50_ms']:8.1f}{h['p99_ms']:8.1f}"
-        row += "".join(f"{h[f'cpu_us_{p}']:9.0f}" for p in PROCESSES) + f"{h['cpu_us_total']:9.0f}"
+        row = f"{variant:<12}{h['rps']:7.0f}{h['rps'] / bare['rps']:7.2f}"
+        row += f"{h.get('p50_ms', 0):8.1f}{h.get('p99_ms', 0):8.1f}"
+        row += "".join(f"{h[f'cpu_us_{p}']:9.0f}" for p in PROCESSES)
+        row += f"{h['cpu_us_total']:9.0f}{h['cpu_us_total'] / bare['cpu_us_total']:7.2f}"
         lines.append(row)
-    on, no = rpc["confirms_on"], rpc["confirms_off"]
+    project, floor = rpc["project"], rpc["aiormq"]
     lines += [
         "",
-        "episode.list round trip at concurrency 1      p50 ms   p99 ms",
-        f"  publisher confirms on                     {on['p50_ms']:8.3f} {on['p99_ms']:8.3f}",
-        f"  publisher confirms off                    {no['p50_ms']:8.3f} {no['p99_ms']:8.3f}",
-        f"  on / off                                  {on['p50_ms'] / no['p50_ms']:8.2f}",
-    ]
+        "RPC round trip at concurrency 1       p50 us   p99 us",
+        f"  project (RpcWorker, AmqpRpcClient) {project['p50_us']:8.0f} {project['p99_us']:8.0f}",
+        f"  aiormq floor (reference)           {floor['p50_us']:8.0f} {floor['p99_us']:8.0f}",
+        "",
+        "targets (issue 7)",
+    ]  # fmt: skip
+    for what, value, target in verdicts(result):
+        verdict = "met" if met(value, target) else "NOT met"
+        lines.append(f"  {what:<38}{value:7.2f}  {target:<8} {verdict}")
     return "\n".join(lines)
 
 
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """Bars of throughput and CPU per request by variant; False without matplotlib."""
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - optional
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    http = result["http"]
+    names = list(http)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(names, [http[n]["rps"] for n in names], color="#4c72b0")
+    left.set_title("GET /dramas/{id} throughput (req/s)")
+    bottom = [0.0] * len(names)
+    for proc in PROCESSES:
+        values = [http[n][f"cpu_us_{proc}"] for n in names]
+        right.bar(names, values, bottom=bottom, label=proc)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    right.set_title("CPU per request (us), by process")
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtest bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rpc-calls", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rpc-calls", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=50, help="wrk -c (the reference: 50)")
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--http-port", type=int, default=8180)
     parser.add_argument("--s3-port", type=int, default=9180)
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=Path(os.environ.get("REFERENCE_BENCH", DEFAULT_REFERENCE)),
+        help="the reference-bench directory (default ../shared/reference-bench)",
+    )
     parser.add_argument("--json", type=Path, default=Path(".run/bench.json"))
+    parser.add_argument("--plot", type=Path, default=Path(".run/bench.png"))
     args = parser.parse_args(argv)
+    (args.json.parent / "bench").mkdir(parents=True, exist_ok=True)
+    if not (args.reference / "http_app.py").exists():
+        print(
+            f"make bench: no reference programs in {args.reference} (--reference)", file=sys.stderr
+        )
+        return 1
+    if shutil.which("wrk") is None:
+        print("make bench: wrk is missing (Debian package wrk)", file=sys.stderr)
+        return 1
     try:
         result = asyncio.run(bench(args))
     except StackError as exc:
@@ -259,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
     print(f"\nJSON: {args.json}")
+    if plot(result, args.plot):
+        print(f"plot: {args.plot}")
     return 0
 
 

@@ -1,0 +1,65 @@
+"""``python -m loadtest.echo_worker``: the project's RPC worker with a handler that does nothing.
+
+For ``make bench``: the project's RPC machinery (the same ``RpcWorker`` and tracing set-up the
+services use) answering the same small reply as the reference benchmark's bare workers, so the
+round trip at concurrency 1 compares RPC layers, not databases or S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import msgspec
+
+from broker import RpcWorker, configure_tracing, stop_event
+
+METHOD = "bench.echo"
+
+
+class Ask(msgspec.Struct):
+    drama_id: int
+
+
+class Episode(msgspec.Struct):
+    n: int
+    title: str
+    dur: int
+
+
+class Episodes(msgspec.Struct):
+    drama_id: int
+    episodes: list[Episode]
+
+
+async def echo(ask: Ask) -> Episodes:
+    return Episodes(ask.drama_id, [Episode(i, f"Episode {i}", 1800) for i in range(3)])
+
+
+async def run(url: str, queue: str) -> None:
+    stop = stop_event()
+    worker = RpcWorker(url, queue, prefetch=256)
+    worker.register(METHOD, Ask, echo)
+    async with worker:
+        print("READY", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.echo_worker", description=__doc__)
+    parser.add_argument("--amqp-url", required=True)
+    parser.add_argument("--queue", default="rpc.bench")
+    args = parser.parse_args(argv)
+    provider = configure_tracing("echo-worker", os.environ)
+    try:
+        asyncio.run(run(args.amqp_url, args.queue))
+    finally:
+        if provider is not None:
+            provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
