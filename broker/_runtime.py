@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from ._env import Env
 from ._errors import ConfigError
 from ._telemetry import configure_tracing
 
@@ -123,6 +124,7 @@ def service_main(
     try:
         loaded = settings()
         configure_logging(service, loaded.log_level)
+        use_event_loop(Env(os.environ).choice("EVENT_LOOP", "asyncio", ("asyncio", "uvloop")))
         if args.command == "seed":
             asyncio.run(seed(loaded, args))
             return 0
@@ -136,3 +138,11 @@ def service_main(
         if provider is not None:
             provider.shutdown()  # flush the spans still batched
     return 0
+
+
+def use_event_loop(kind: str) -> None:
+    """Make every event loop this process creates a uvloop one, or leave asyncio's."""
+    if kind == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when asked for
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
