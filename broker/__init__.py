@@ -1,7 +1,8 @@
 """The shared runtime of drama-streaming: RPC over RabbitMQ (protocol v1), tracing, settings.
 
-Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`); workers serve
-methods with :class:`RpcWorker`. Errors are described in :mod:`broker._errors`.
+Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`, the HTTP one
+:class:`HttpRpcClient`); workers serve methods with :class:`RpcWorker`, over HTTP too with
+:func:`serving_rpc_http`. Errors are described in :mod:`broker._errors`.
 """
 
 from ._client import AmqpRpcClient, RpcClient
@@ -20,6 +21,7 @@ from ._errors import (
     RpcUnroutable,
 )
 from ._faults import FaultAck, FaultRule, InjectedFault, send_fault_rule
+from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event
 from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
@@ -36,6 +38,7 @@ __all__ = [
     "FaultAck",
     "FaultRule",
     "HandlerError",
+    "HttpRpcClient",
     "InjectedFault",
     "NotFound",
     "QueueType",
@@ -58,8 +61,10 @@ __all__ = [
     "metrics_handler",
     "open_engine",
     "redact_url",
+    "rpc_http_app",
     "send_fault_rule",
     "service_main",
     "serving_metrics",
+    "serving_rpc_http",
     "stop_event",
 ]

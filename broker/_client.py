@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import aio_pika
@@ -125,7 +126,6 @@ class AmqpRpcClient:
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
-        self._methods: set[str] = set()  # methods called so far
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -186,58 +186,17 @@ class AmqpRpcClient:
         timeout: float | None = None,
     ) -> T:
         timeout = self._timeout if timeout is None else timeout
-        if method not in self._methods:
-            # Error series exist from the first call on, at 0: a rate over them is 0, not absent.
-            self._methods.add(method)
-            for error_type in ("timeout", "unroutable", "unavailable"):
-                RPC_CLIENT_ERRORS.labels(method, error_type)
-        with self._tracer.start_as_current_span(
-            f"call {method}",
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "rabbitmq", "rpc.method": method},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)
-            in_flight.inc()
-            started = time.perf_counter()
-            outcome = "ok"
-            try:
-                reply, timing = await self._round_trip(method, request, timeout)
-                record_timing(timing)
-                RPC_OVERHEAD.labels(method).observe(timing.overhead_ns / 1e9, exemplar())
-                if span.is_recording():
-                    span.set_attributes(
-                        {
-                            "rpc.round_trip_ms": timing.round_trip_ns / 1e6,
-                            "rpc.handler_ms": timing.handler_ns / 1e6,
-                            "rpc.overhead_ms": timing.overhead_ns / 1e6,
-                            "rpc.queue_wait_ms": timing.queue_wait_ns / 1e6,
-                            "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
-                        }
-                    )
-                return _decode_reply(method, reply.body, result_type)
-            except RpcError as exc:
-                outcome = exc.error_type
-                RPC_CLIENT_ERRORS.labels(method, outcome).inc()
-                span_error(span, exc.error_type, str(exc))
-                raise
-            except asyncio.CancelledError:
-                outcome = "cancelled"  # the caller gave up (say, the HTTP client went away)
-                raise
-            except BaseException as exc:  # an unencodable request, or a bug: never "ok"
-                outcome = "error"
-                span_error(span, type(exc).__name__, repr(exc))
-                raise
-            finally:
-                in_flight.dec()
-                RPC_CLIENT_DURATION.labels(method, outcome).observe(
-                    time.perf_counter() - started, exemplar()
-                )
+        return await observed_call(
+            self._tracer,
+            method,
+            {"rpc.system": "rabbitmq", "rpc.method": method},
+            lambda: self._round_trip(method, request, timeout),
+            result_type,
+        )
 
     async def _round_trip(
         self, method: str, request: Any, timeout: float
-    ) -> tuple[_Incoming, CallTiming]:
+    ) -> tuple[bytes, CallTiming]:
         if not self._ready.is_set():
             raise RpcUnavailable(method, "not connected to the broker")
         body = encode(request)  # before the call is registered: a bad request leaves nothing
@@ -302,7 +261,7 @@ class AmqpRpcClient:
                         "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
                     },
                 ).end(end_time=received_ns)
-        return reply, timing
+        return reply.body, timing
 
     async def _publish(
         self,
@@ -374,7 +333,69 @@ class AmqpRpcClient:
                 future.set_exception(RpcUnavailable(method, reason))
 
 
-def _decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
+_methods_seen: set[str] = set()
+
+
+async def observed_call(
+    tracer: trace.Tracer,
+    method: str,
+    attributes: dict[str, Any],
+    round_trip: Callable[[], Awaitable[tuple[bytes, CallTiming]]],
+    result_type: type[T],
+) -> T:
+    """One call as every transport records it: the CLIENT span ``call <method>``, the client
+    metrics, the :class:`CallTiming`; ``round_trip`` returns the reply body and its timing."""
+    if method not in _methods_seen:
+        # Error series exist from the first call on, at 0: a rate over them is 0, not absent.
+        _methods_seen.add(method)
+        for error_type in ("timeout", "unroutable", "unavailable"):
+            RPC_CLIENT_ERRORS.labels(method, error_type)
+    with tracer.start_as_current_span(
+        f"call {method}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)
+        in_flight.inc()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            body, timing = await round_trip()
+            record_timing(timing)
+            RPC_OVERHEAD.labels(method).observe(timing.overhead_ns / 1e9, exemplar())
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "rpc.round_trip_ms": timing.round_trip_ns / 1e6,
+                        "rpc.handler_ms": timing.handler_ns / 1e6,
+                        "rpc.overhead_ms": timing.overhead_ns / 1e6,
+                        "rpc.queue_wait_ms": timing.queue_wait_ns / 1e6,
+                        "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
+                    }
+                )
+            return decode_reply(method, body, result_type)
+        except RpcError as exc:
+            outcome = exc.error_type
+            RPC_CLIENT_ERRORS.labels(method, outcome).inc()
+            span_error(span, exc.error_type, str(exc))
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the caller gave up (say, the HTTP client went away)
+            raise
+        except BaseException as exc:  # an unencodable request, or a bug: never "ok"
+            outcome = "error"
+            span_error(span, type(exc).__name__, repr(exc))
+            raise
+        finally:
+            in_flight.dec()
+            RPC_CLIENT_DURATION.labels(method, outcome).observe(
+                time.perf_counter() - started, exemplar()
+            )
+
+
+def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
     try:
         reply: Reply[T] = msgspec.json.decode(
             body,

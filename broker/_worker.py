@@ -74,6 +74,46 @@ class _Reject(Exception):
         self.reply = reply
 
 
+class Handling:
+    """The bookkeeping of one request on any transport: the in-flight gauge, the handler
+    duration by outcome, the span's status and the request's log line.
+
+    Set ``outcome`` inside the block; it stays ``error`` if the block raises (the reply or
+    the ack failed), and becomes ``cancelled`` if the block is cancelled.
+    """
+
+    def __init__(self, method: str, span: trace.Span, transport: str, queue_wait_ns: int) -> None:
+        self.method = method
+        self.outcome = "error"
+        self._span = span
+        self._transport = transport
+        self._queue_wait_ns = queue_wait_ns
+        self._in_flight = RPC_HANDLER_IN_FLIGHT.labels(method)
+        self._started = 0
+
+    def __enter__(self) -> Handling:
+        self._in_flight.inc()
+        self._started = time.monotonic_ns()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self.outcome = "cancelled"
+        self._in_flight.dec()
+        handler_ns = time.monotonic_ns() - self._started
+        RPC_HANDLER_DURATION.labels(self.method, self.outcome).observe(handler_ns / 1e9, exemplar())
+        if self.outcome != "ok":
+            span_error(self._span, self.outcome, f"{self.method}: {self.outcome}")
+        log.info(
+            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f transport=%s",
+            self.method,
+            self.outcome,
+            handler_ns / 1e6,
+            self._queue_wait_ns / 1e6,
+            self._transport,
+        )
+
+
 class RpcWorker:
     """Serves the registered methods from one queue.
 
@@ -136,6 +176,11 @@ class RpcWorker:
             and self._channel is not None
             and not self._channel.is_closed
         )
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The registered methods, in registration order."""
+        return tuple(self._routes)
 
     @property
     def in_flight(self) -> int:
@@ -328,28 +373,10 @@ class RpcWorker:
         ) as span:
             if sent_at is not None:
                 RPC_QUEUE_WAIT.labels(method).observe(queue_wait_ns / 1e9, exemplar())
-            in_flight = RPC_HANDLER_IN_FLIGHT.labels(method)
-            in_flight.inc()
-            started = time.monotonic_ns()
-            outcome = "error"  # unless _complete says otherwise: the reply or the ack failed
-            try:
-                outcome = await self._complete(message, method, sent_at, received_ns, queue_wait_ns)
-            except asyncio.CancelledError:
-                outcome = "cancelled"
-                raise
-            finally:
-                in_flight.dec()
-                handler_ns = time.monotonic_ns() - started
-                RPC_HANDLER_DURATION.labels(method, outcome).observe(handler_ns / 1e9, exemplar())
-                if outcome != "ok":
-                    span_error(span, outcome, f"{method}: {outcome}")
-            log.info(
-                "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f",
-                method,
-                outcome,
-                handler_ns / 1e6,
-                queue_wait_ns / 1e6,
-            )
+            with Handling(method, span, "amqp", queue_wait_ns) as handling:
+                handling.outcome = await self._complete(
+                    message, method, sent_at, received_ns, queue_wait_ns
+                )
 
     async def _complete(
         self,
@@ -362,7 +389,7 @@ class RpcWorker:
         """Dispatch, reply, and ack or dead-letter; the outcome."""
         started = time.monotonic_ns()
         try:
-            body, outcome = await self._dispatch(message, method, sent_at, received_ns)
+            body, outcome = await self._dispatch_message(message, method, sent_at, received_ns)
         except _Reject as reject:
             RPC_DEAD_LETTERED.labels(self._queue_name, reject.error_type).inc()
             log.warning(
@@ -389,27 +416,40 @@ class RpcWorker:
         await message.ack()
         return outcome
 
-    async def _dispatch(
+    async def _dispatch_message(
         self,
         message: aio_pika.abc.AbstractIncomingMessage,
         method: str,
         sent_at: int | None,
         received_ns: int,
     ) -> tuple[bytes | None, str]:
-        """Run the handler: the reply body (None when the deadline passed first) and outcome."""
+        """:meth:`_dispatch` for a message: one without ``reply_to`` cannot be answered."""
         if not message.reply_to:
             raise _Reject("bad_request", "request has no reply_to", reply=False)
+        timeout_ms = header_int(message.headers, TIMEOUT_MS)
+        return await self._dispatch(method, message.body, sent_at, timeout_ms, received_ns)
+
+    async def _dispatch(
+        self,
+        method: str,
+        body: bytes,
+        sent_at: int | None,
+        timeout_ms: int | None,
+        received_ns: int,
+    ) -> tuple[bytes | None, str]:
+        """Decode, run the handler, encode: the reply body (None when the deadline passed
+        first) and the outcome; raises :class:`_Reject`. Every transport (AMQP here, HTTP in
+        :mod:`broker._http`) comes through this one function."""
         route = self._routes.get(method)
         if route is None:
             raise _Reject("unknown_method", f"no method {method!r} on {self._queue_name}")
-        timeout_ms = header_int(message.headers, TIMEOUT_MS)
         remaining: float | None = None
         if sent_at is not None and timeout_ms is not None:
             remaining = (sent_at + timeout_ms * 1_000_000 - received_ns) / 1e9
             if remaining <= 0:
                 raise _Reject("expired", "deadline passed before delivery", reply=False)
         try:
-            request = msgspec.json.decode(message.body, type=route.request_type)
+            request = msgspec.json.decode(body, type=route.request_type)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise _Reject("bad_request", f"malformed request: {exc}") from None
         try:

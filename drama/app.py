@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from broker import AmqpRpcClient, metrics_handler, redact_url
+from broker import AmqpRpcClient, HttpRpcClient, metrics_handler, redact_url
 
 from . import handlers
 from .openapi import openapi
@@ -33,13 +33,16 @@ def create_app(settings: Settings) -> web.Application:
         await store.close()
 
     async def rpc(app: web.Application) -> AsyncIterator[None]:
-        client = AmqpRpcClient(
-            settings.amqp_url,
-            timeout=settings.rpc_timeout_ms / 1000,
-            publisher_confirms=settings.rpc_publisher_confirms,
-        )
+        client = rpc_client(settings)
         await client.connect()
-        log.info("connected to the broker at %s", redact_url(settings.amqp_url))
+        if settings.rpc_transport == "http":
+            log.info(
+                "calling workers over HTTP: episode %s, stream %s",
+                redact_url(settings.episode_rpc_url or ""),
+                redact_url(settings.stream_rpc_url or ""),
+            )
+        else:
+            log.info("connected to the broker at %s", redact_url(settings.amqp_url))
         app[handlers.RPC] = client
         yield
         await client.close()
@@ -52,3 +55,18 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi, name="openapi")
     app.router.add_get("/metrics", metrics_handler, name="metrics")
     return app
+
+
+def rpc_client(settings: Settings) -> AmqpRpcClient | HttpRpcClient:
+    """The transport ``RPC_TRANSPORT`` selects; both behave as one :class:`broker.RpcClient`."""
+    timeout = settings.rpc_timeout_ms / 1000
+    if settings.rpc_transport == "http":
+        # Settings checked both URLs are set when the transport is http.
+        assert settings.episode_rpc_url is not None
+        assert settings.stream_rpc_url is not None
+        # Each worker's methods are named after it (episode.list, stream.presign).
+        urls = {"episode.": settings.episode_rpc_url, "stream.": settings.stream_rpc_url}
+        return HttpRpcClient(urls, timeout=timeout)
+    return AmqpRpcClient(
+        settings.amqp_url, timeout=timeout, publisher_confirms=settings.rpc_publisher_confirms
+    )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from broker import Env
+from broker import ConfigError, Env
+
+RpcTransport = Literal["amqp", "http"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +23,19 @@ class Settings:
     rpc_timeout_ms: int = 3000
     rpc_publisher_confirms: bool = True
     log_level: str = "INFO"
+    # How the workers are called: through RabbitMQ, or over HTTP at these base URLs.
+    rpc_transport: RpcTransport = "amqp"
+    episode_rpc_url: str | None = None
+    stream_rpc_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(os.environ if environ is None else environ)
+        transport = env.choice("RPC_TRANSPORT", "amqp", ("amqp", "http"))
+        urls = {name: env.text(name, "") or None for name in ("EPISODE_RPC_URL", "STREAM_RPC_URL")}
+        if transport == "http":
+            for name, url in urls.items():
+                _check_rpc_url(name, url)
         return cls(
             amqp_url=env.text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/drama.db"),
@@ -31,4 +44,22 @@ class Settings:
             rpc_timeout_ms=env.integer("RPC_TIMEOUT_MS", 3000, low=1, high=600_000),
             rpc_publisher_confirms=env.flag("RPC_PUBLISHER_CONFIRMS", default=True),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            rpc_transport="http" if transport == "http" else "amqp",
+            episode_rpc_url=urls["EPISODE_RPC_URL"],
+            stream_rpc_url=urls["STREAM_RPC_URL"],
         )
+
+
+def _check_rpc_url(name: str, url: str | None) -> None:
+    """A worker's base URL, ``http(s)://host[:port]``: required when RPC_TRANSPORT=http."""
+    if url is None:
+        raise ConfigError(f"RPC_TRANSPORT=http needs {name} (say, http://127.0.0.1:9111)")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port: {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be a base URL without query or fragment, got {url!r}")

@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 # What each process logs once it serves (the embedded S3 prints it on stdout).
 READY = {
@@ -60,6 +60,10 @@ class StackConfig:
     episode_metrics_port: int = 9101
     stream_metrics_port: int = 9102
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
+    # How drama-service calls the workers; with "http" they serve RPC on these ports too.
+    transport: Literal["amqp", "http"] = "amqp"
+    episode_rpc_port: int = 9111
+    stream_rpc_port: int = 9112
     echo: bool = False  # copy the processes' log lines to stdout
 
     @property
@@ -115,10 +119,29 @@ class Stack:
             port = cfg.episode_metrics_port if service == "episode" else cfg.stream_metrics_port
             if "METRICS_PORT" not in cfg.env:
                 env["METRICS_PORT"] = str(port)
+        for variable, value in self._transport_env(service).items():
+            if variable not in cfg.env:
+                env[variable] = value
         if service in ("drama", "episode"):
             url = cfg.drama_database_url if service == "drama" else cfg.episode_database_url
             env["DATABASE_URL"] = url or f"sqlite+aiosqlite:///{workdir}/{service}.db"
         return env
+
+    def _transport_env(self, service: str) -> dict[str, str]:
+        """The variables that make ``service`` take part in the configured transport."""
+        cfg = self.config
+        if cfg.transport == "amqp":
+            return {}
+        if service == "drama":
+            return {
+                "RPC_TRANSPORT": "http",
+                "EPISODE_RPC_URL": f"http://127.0.0.1:{cfg.episode_rpc_port}",
+                "STREAM_RPC_URL": f"http://127.0.0.1:{cfg.stream_rpc_port}",
+            }
+        if service in ("episode", "stream"):
+            port = cfg.episode_rpc_port if service == "episode" else cfg.stream_rpc_port
+            return {"RPC_HTTP_HOST": "127.0.0.1", "RPC_HTTP_PORT": str(port)}
+        return {}
 
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
@@ -288,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-port", type=int, default=9000)
     parser.add_argument("--workdir", type=Path, default=Path(".run"))
     parser.add_argument("--dramas", type=int, default=None, help="seed a generated catalogue")
+    parser.add_argument(
+        "--transport",
+        choices=("amqp", "http"),
+        default="amqp",
+        help="how drama-service calls the workers (http: they serve RPC on :9111 and :9112)",
+    )
     args = parser.parse_args(argv)
     config = StackConfig(
         amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
@@ -295,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_port=args.s3_port,
         workdir=args.workdir,
         seed_dramas=args.dramas,
+        transport=args.transport,
         echo=True,
     )
     try:

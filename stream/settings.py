@@ -24,6 +24,9 @@ class Settings:
     queue_type: QueueType = "classic"
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
     metrics_port: int = 9102
+    # RPC over HTTP beside the queue (broker._http): off unless a port is set.
+    rpc_http_host: str = "0.0.0.0"  # noqa: S104 - called from other containers
+    rpc_http_port: int | None = None
     log_level: str = "INFO"
 
     @classmethod
@@ -41,5 +44,7 @@ class Settings:
             queue_type="quorum" if queue_type == "quorum" else "classic",
             metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above
             metrics_port=env.integer("METRICS_PORT", 9102, low=1, high=65535),
+            rpc_http_host=env.text("RPC_HTTP_HOST", "0.0.0.0"),  # noqa: S104 - see above
+            rpc_http_port=env.integer("RPC_HTTP_PORT", 0, low=1, high=65535) or None,
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )

@@ -86,6 +86,8 @@ def stack_config(tmp_path: Path, vhost: str, amqp_url: str) -> StackConfigFactor
             "s3_port": free_port(),
             "episode_metrics_port": free_port(),
             "stream_metrics_port": free_port(),
+            "episode_rpc_port": free_port(),
+            "stream_rpc_port": free_port(),
             "workdir": tmp_path / "run",
             "media_dramas": 1,
         }
