@@ -1,7 +1,12 @@
-"""stream-service: serves ``stream.presign`` with one S3 client for the process's life."""
+"""stream-service: serves ``stream.presign`` with one S3 client for the process's life.
+
+The URLs are signed by `stream.presign` (a few µs each) unless the client's configuration needs
+botocore's own signer; that is decided once, on the first call, by comparing the two.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -14,6 +19,7 @@ from opentelemetry import trace
 from broker import BadRequest, RpcWorker
 
 from .contract import MAX_KEYS, PRESIGN, QUEUE, Presign, PresignedUrl, PresignedUrls
+from .presign import Presigner, presigner_for
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -46,33 +52,43 @@ class Procedures:
         self._bucket = bucket
         self._ttl_s = ttl_s
         self._tracer = trace.get_tracer("drama_streaming.stream", tracer_provider=tracer_provider)
+        self._presigner: Presigner | None = None
+        self._presigner_lock = asyncio.Lock()
+
+    async def presigner(self) -> Presigner:
+        """The presigner, chosen on first use: choosing it asks botocore for a probe URL."""
+        if self._presigner is None:
+            async with self._presigner_lock:
+                if self._presigner is None:
+                    self._presigner = await presigner_for(self._s3, self._bucket, self._ttl_s)
+        return self._presigner
 
     async def presign(self, request: Presign) -> PresignedUrls:
-        if len(request.keys) > MAX_KEYS:
+        keys = request.keys
+        if len(keys) > MAX_KEYS:
             raise BadRequest(f"at most {MAX_KEYS} keys per call")
-        if any(not key or key.startswith("/") for key in request.keys):
+        if any(not key or key.startswith("/") for key in keys):
             raise BadRequest("keys must be non-empty and relative")
-        # Signing is local computation (no request to S3): the URL is valid from now on.
-        expires_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._ttl_s)).isoformat(
-            timespec="seconds"
-        )
-        urls = []
+        presigner = await self.presigner()
+        # Signing is local computation (no request to S3): the URLs are valid from now on.
+        now = dt.datetime.now(dt.UTC)
+        expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
         with self._tracer.start_as_current_span(
             "S3 presign",
             attributes={
                 "aws.s3.bucket": self._bucket,
                 "rpc.method": PRESIGN,
-                "drama_streaming.presign.keys": len(request.keys),
+                "drama_streaming.presign.keys": len(keys),
+                "drama_streaming.presign.signer": presigner.name,
             },
         ):
-            for key in request.keys:
-                url = await self._s3.generate_presigned_url(
-                    "get_object",
-                    Params={"Bucket": self._bucket, "Key": key},
-                    ExpiresIn=self._ttl_s,
-                )
-                urls.append(PresignedUrl(key=key, url=url, expires_at=expires_at))
-        return PresignedUrls(urls=urls)
+            urls = await presigner.urls(keys, now)
+        return PresignedUrls(
+            urls=[
+                PresignedUrl(key=key, url=url, expires_at=expires_at)
+                for key, url in zip(keys, urls, strict=True)
+            ]
+        )
 
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
