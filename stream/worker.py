@@ -29,15 +29,21 @@ if TYPE_CHECKING:
 @contextlib.asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
     """The S3 client: path-style against a local endpoint, virtual-hosted against AWS."""
-    config = AioConfig(
+    session = aioboto3.Session()
+    async with session.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, config=s3_config(settings)
+    ) as s3:
+        yield s3
+
+
+def s3_config(settings: Settings) -> AioConfig:
+    """The S3 client's configuration (the pre-signing benchmark builds the same client)."""
+    return AioConfig(
         signature_version="s3v4",
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "virtual"},
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=16,  # the seed keeps 16 uploads in flight
     )
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
-        yield s3
 
 
 class Procedures:
@@ -47,12 +53,14 @@ class Procedures:
         bucket: str,
         ttl_s: int,
         tracer_provider: trace.TracerProvider | None = None,
+        presigner: Presigner | None = None,
     ) -> None:
+        """``presigner`` is chosen on the first call by default (see `presigner_for`)."""
         self._s3 = s3
         self._bucket = bucket
         self._ttl_s = ttl_s
         self._tracer = trace.get_tracer("drama_streaming.stream", tracer_provider=tracer_provider)
-        self._presigner: Presigner | None = None
+        self._presigner = presigner
         self._presigner_lock = asyncio.Lock()
 
     async def presigner(self) -> Presigner:

@@ -41,7 +41,7 @@ from stream.presign import (
     SigV4Presigner,
     Target,
     presigner_for,
-    signing_key,
+    signing_hmac,
 )
 from stream.worker import Procedures
 
@@ -216,16 +216,16 @@ def test_any_key_is_quoted_as_botocore_quotes_it(sync_client: Any, key: str) -> 
     assert presigner.sign([key], credentials, FROZEN) == [expected]
 
 
-def test_signing_key_is_derived_once_a_day() -> None:
+def test_signing_hmac_is_derived_once_a_day() -> None:
     target = Target("https://b.s3.amazonaws.com", "/", "b.s3.amazonaws.com", "us-east-1", "s3")
     credentials = ReadOnlyCredentials(ACCESS_KEY_ID, f"{uuid.uuid4()}", None)
     presigner = SigV4Presigner(target, NoRefresh(credentials), 60)
-    before = signing_key.cache_info().misses
+    before = signing_hmac.cache_info().misses
     for seconds in range(3):
         presigner.sign(KEYS, credentials, FROZEN - timedelta(seconds=seconds))
-    assert signing_key.cache_info().misses == before + 1
+    assert signing_hmac.cache_info().misses == before + 1
     presigner.sign(KEYS, credentials, FROZEN + timedelta(seconds=1))  # a new day
-    assert signing_key.cache_info().misses == before + 2
+    assert signing_hmac.cache_info().misses == before + 2
 
 
 async def test_refreshable_credentials_are_refreshed_before_they_expire(
