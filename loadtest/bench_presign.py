@@ -3,9 +3,9 @@
 Two measurements, in rounds that alternate which side goes first so that drift on a shared
 machine hits both alike, reported as medians over the rounds:
 
-- **per URL**: CPU µs to pre-sign one GET URL, botocore's client method against
-  `SigV4Presigner`;
-- **per call**: CPU µs of stream-service's ``stream.presign`` handler (`Procedures.presign`) for
+- **1 URL**: CPU µs to pre-sign one GET URL, botocore's client method against one call of
+  `SigV4Presigner.urls` for one key (which includes its fixed cost per call, ~5 µs);
+- **handler, N**: CPU µs of stream-service's ``stream.presign`` handler (`Procedures.presign`) for
   one ``GET /dramas/{id}`` worth of keys, with an SDK tracer recording the "S3 presign" span,
   once with botocore as the presigner and once with the default one.
 
@@ -101,7 +101,7 @@ def report(samples: dict[str, list[float]], keys_per_call: int) -> str:
         *(
             f"{label:<14}{median[f'{kind} botocore']:>13.1f}{median[f'{kind} sigv4']:>11.1f}"
             f"{median[f'{kind} botocore'] / median[f'{kind} sigv4']:>7.0f}x"
-            for kind, label in (("url", "per URL"), ("call", f"per call ({keys_per_call})"))
+            for kind, label in (("url", "1 URL"), ("call", f"handler, {keys_per_call}"))
         ),
         f"(CPU time, medians of {len(samples['url sigv4'])} alternating rounds)",
     ]

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from yarl import URL
 
+from loadtest.bench_presign import main as bench_presign
 from stream.contract import Presign
 from stream.local_s3 import LocalS3
 from stream.presign import (
@@ -380,3 +381,11 @@ async def test_expired_url_is_refused(s3: S3Client, bucket: str) -> None:
     assert status == 403
     assert b"<Message>Request has expired</Message>" in body
     assert (await fetch(valid))[0] == 200
+
+
+def test_bench_presign_prints_medians(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_presign(["--rounds", "1", "--keys", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["botocore", "µs", "sigv4", "µs", "ratio"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["1", "URL"], ["handler,", "3"]]
+    assert lines[-1] == "(CPU time, medians of 1 alternating rounds)"
