@@ -178,16 +178,12 @@ class SigV4Presigner:
         tail = f"\n{canonical_query}{self._canonical_host}"
         to_sign = f"{_ALGORITHM}\n{amz_date}\n{scope}\n"
         keyed = signing_hmac(credentials.secret_key, date, target.region, target.service)
-        prefix, origin, sha256, plain = (
-            target.path_prefix,
-            target.origin,
-            hashlib.sha256,
-            _PLAIN_KEY,
-        )
+        prefix, origin = target.path_prefix, target.origin
         urls = []
         for object_key in keys:
-            path = prefix + (object_key if plain(object_key) else quote(object_key, _KEY_SAFE))
-            canonical = sha256(f"GET\n{path}{tail}".encode()).hexdigest()
+            quoted = object_key if _PLAIN_KEY(object_key) else quote(object_key, _KEY_SAFE)
+            path = prefix + quoted
+            canonical = hashlib.sha256(f"GET\n{path}{tail}".encode()).hexdigest()
             signature = keyed.copy()
             signature.update((to_sign + canonical).encode())
             urls.append(f"{origin}{path}?{query}&X-Amz-Signature={signature.hexdigest()}")
