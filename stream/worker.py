@@ -1,7 +1,12 @@
-"""stream-service: serves ``stream.presign`` with one S3 client for the process's life."""
+"""stream-service: serves ``stream.presign`` with one S3 client for the process's life.
+
+The URLs are signed by `stream.presign` (a few µs each) unless the client's configuration needs
+botocore's own signer; that is decided once, on the first call, by comparing the two.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -14,6 +19,7 @@ from opentelemetry import trace
 from broker import BadRequest, RpcWorker
 
 from .contract import MAX_KEYS, PRESIGN, QUEUE, Presign, PresignedUrl, PresignedUrls
+from .presign import Presigner, presigner_for
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -23,15 +29,21 @@ if TYPE_CHECKING:
 @contextlib.asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
     """The S3 client: path-style against a local endpoint, virtual-hosted against AWS."""
-    config = AioConfig(
+    session = aioboto3.Session()
+    async with session.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, config=s3_config(settings)
+    ) as s3:
+        yield s3
+
+
+def s3_config(settings: Settings) -> AioConfig:
+    """The S3 client's configuration (the pre-signing benchmark builds the same client)."""
+    return AioConfig(
         signature_version="s3v4",
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "virtual"},
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=16,  # the seed keeps 16 uploads in flight
     )
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
-        yield s3
 
 
 class Procedures:
@@ -41,38 +53,50 @@ class Procedures:
         bucket: str,
         ttl_s: int,
         tracer_provider: trace.TracerProvider | None = None,
+        presigner: Presigner | None = None,
     ) -> None:
+        """``presigner`` is chosen on the first call by default (see `presigner_for`)."""
         self._s3 = s3
         self._bucket = bucket
         self._ttl_s = ttl_s
         self._tracer = trace.get_tracer("drama_streaming.stream", tracer_provider=tracer_provider)
+        self._presigner = presigner
+        self._presigner_lock = asyncio.Lock()
+
+    async def presigner(self) -> Presigner:
+        """The presigner, chosen on first use: choosing it asks botocore for a probe URL."""
+        if self._presigner is None:
+            async with self._presigner_lock:
+                if self._presigner is None:
+                    self._presigner = await presigner_for(self._s3, self._bucket, self._ttl_s)
+        return self._presigner
 
     async def presign(self, request: Presign) -> PresignedUrls:
-        if len(request.keys) > MAX_KEYS:
+        keys = request.keys
+        if len(keys) > MAX_KEYS:
             raise BadRequest(f"at most {MAX_KEYS} keys per call")
-        if any(not key or key.startswith("/") for key in request.keys):
+        if any(not key or key.startswith("/") for key in keys):
             raise BadRequest("keys must be non-empty and relative")
-        # Signing is local computation (no request to S3): the URL is valid from now on.
-        expires_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._ttl_s)).isoformat(
-            timespec="seconds"
-        )
-        urls = []
+        presigner = await self.presigner()
+        # Signing is local computation (no request to S3): the URLs are valid from now on.
+        now = dt.datetime.now(dt.UTC)
+        expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
         with self._tracer.start_as_current_span(
             "S3 presign",
             attributes={
                 "aws.s3.bucket": self._bucket,
                 "rpc.method": PRESIGN,
-                "drama_streaming.presign.keys": len(request.keys),
+                "drama_streaming.presign.keys": len(keys),
+                "drama_streaming.presign.signer": presigner.name,
             },
         ):
-            for key in request.keys:
-                url = await self._s3.generate_presigned_url(
-                    "get_object",
-                    Params={"Bucket": self._bucket, "Key": key},
-                    ExpiresIn=self._ttl_s,
-                )
-                urls.append(PresignedUrl(key=key, url=url, expires_at=expires_at))
-        return PresignedUrls(urls=urls)
+            urls = await presigner.urls(keys, now)
+        return PresignedUrls(
+            urls=[
+                PresignedUrl(key=key, url=url, expires_at=expires_at)
+                for key, url in zip(keys, urls, strict=True)
+            ]
+        )
 
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
