@@ -53,6 +53,7 @@ pytest: $(STAMP) tools
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
 	$(BIN)/python -m loadtest bench
+	$(BIN)/python -m loadtest.bench_presign
 
 ## seed-large: make run with a generated catalogue of 10,000 dramas
 seed-large: $(STAMP)
