@@ -228,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.plot:
-        render.write_plot(report, args.plot)
-    if args.html:
-        render.write_html(report, args.html)
+    try:
+        if args.plot:
+            render.write_plot(report, args.plot)
+        if args.html:
+            render.write_html(report, args.html)
+    except ModuleNotFoundError as error:
+        print(
+            f"analyze: --plot and --html need {error.name}: pip install "
+            "'drama-streaming[analysis]'",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps(report.to_json(per_trace=not args.no_per_trace), indent=2))
     else:
