@@ -204,7 +204,10 @@ def _walk(node: _Node, until: int, pieces: list[tuple[_Node, int, int]]) -> None
         running = [child for child in pending if child.start < point]
         if not running:
             break
-        child = max(running, key=lambda c: (min(c.end, point), c.start, c.span.span_id))
+        # Of children still running at the point, the first started explains the most: the
+        # queue wait (from the publish) rather than the send (until the broker's confirm,
+        # which can come after the delivery).
+        child = max(running, key=lambda c: (min(c.end, point), -c.start, c.span.span_id))
         reached = min(child.end, point)
         pieces.append((node, reached, point))
         _walk(child, reached, pieces)

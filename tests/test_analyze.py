@@ -355,7 +355,7 @@ async def test_cli_table_and_filters(tmp_path: Path) -> None:
     code, out, err = await run_cli(*inputs)
     assert code == 0, err
     assert out.startswith("2 traces")
-    assert re.search(r"^queue_wait\s+1\.200\s", out, re.MULTILINE)  # 2.4 ms and 0: p50 1.2
+    assert re.search(r"^queue_wait\s+1\.275\s", out, re.MULTILINE)  # 2.55 ms and 0: p50 1.275
     assert "bottleneck: s3 at stream-service:S3 presign" in out
 
     code, out, _ = await run_cli(*inputs, "--operation", "GET /dramas", "--json")

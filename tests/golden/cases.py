@@ -14,15 +14,17 @@ STREAM = "process rpc.stream stream.presign"
 PROXY = {"component": "proxy", "node_id": "sidecar~10.0.0.5~pod.ns~ns.svc.cluster.local"}
 
 # GET /dramas/{id} as our services trace it: a query, then two calls over the queue, each
-# PRODUCER -> (queue wait, process, reply wait); the worker's process ends after its reply
-# wait began (it publishes the reply, then acks), and the queue wait overlaps the send.
+# PRODUCER -> (queue wait, process, reply wait). As in real traces, the workers' process spans
+# end after their reply waits began (they publish the reply, then ack), and the queue waits
+# overlap the sends: the episode one starts before its send (the sent-at stamp is taken first)
+# and ends before the broker's confirm; the stream one starts inside its send.
 OURS = Case(
     spans=[
         G("A", "", "drama-service", "SERVER", "GET /dramas/{id}", 0, 24000),
         G("B", "A", "drama-service", "CLIENT", "SELECT drama.db", 1000, 1400, DB),
         G("C", "A", "drama-service", "CLIENT", "call episode.list", 2000, 10000, RPC),
-        G("D", "C", "drama-service", "PRODUCER", "send rpc:episode.list", 2100, 2800),
-        G("E", "D", "episode-service", "INTERNAL", "queue wait episode.list", 2200, 3500, QWAIT),
+        G("D", "C", "drama-service", "PRODUCER", "send rpc:episode.list", 2100, 3600),
+        G("E", "D", "episode-service", "INTERNAL", "queue wait episode.list", 2050, 3500, QWAIT),
         G("F", "D", "episode-service", "CONSUMER", EPISODE, 3500, 9200),
         G("G", "F", "episode-service", "CLIENT", "SELECT episode.db", 4000, 4700, DB),
         G("H", "D", "drama-service", "INTERNAL", "reply wait episode.list", 9000, 9900, RWAIT),
@@ -34,14 +36,14 @@ OURS = Case(
         G("N", "J", "drama-service", "INTERNAL", "reply wait stream.presign", 21800, 22900, RWAIT),
     ],
     # A: [0,1000] [1400,2000] [10000,11000] [23000,24000]; I: [11000,11100] [22900,23000];
-    # J cut at K's start: [11100,11300]; L: [12400,13000] [21000,21800]; C: [2000,2100]
-    # [9900,10000]; D cut at E's start: [2100,2200]; F cut at H's start: [3500,4000] [4700,9000].
+    # J cut at K's start: [11100,11300]; L: [12400,13000] [21000,21800]; C: [2000,2050]
+    # [9900,10000]; F cut at H's start: [3500,4000] [4700,9000]. At F's start both E and D
+    # still run: E started first and holds the path to 2050; D, starting later, is off it.
     path=[
         ("A", 3600),
         ("B", 400),
-        ("C", 200),
-        ("D", 100),
-        ("E", 1300),
+        ("C", 150),
+        ("E", 1450),
         ("F", 4800),
         ("G", 700),
         ("H", 900),
@@ -56,9 +58,9 @@ OURS = Case(
         "app": 3600 + 4800 + 1400,
         "db": 400 + 700,
         "s3": 8000,
-        "queue_wait": 1300 + 1100,
+        "queue_wait": 1450 + 1100,
         "reply_wait": 900 + 1100,
-        "broker": 200 + 100 + 200 + 200,
+        "broker": 150 + 200 + 200,
     },
 )
 
