@@ -20,33 +20,124 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 _OK = ExportTraceServiceResponse().SerializeToString()
-_IDS = ("traceId", "spanId", "parentSpanId")
 Payload = ExportTraceServiceRequest | dict[str, Any]
+_SCALARS = {"string_value": "stringValue", "bool_value": "boolValue", "double_value": "doubleValue"}
+
+
+def _value(value: AnyValue) -> dict[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return {}
+    if kind == "int_value":
+        return {"intValue": str(value.int_value)}  # int64 is a string in protobuf's JSON
+    if kind == "bytes_value":
+        return {"bytesValue": base64.b64encode(value.bytes_value).decode()}
+    if kind == "array_value":
+        return {"arrayValue": {"values": [_value(item) for item in value.array_value.values]}}
+    if kind == "kvlist_value":
+        return {"kvlistValue": {"values": _attributes(value.kvlist_value.values)}}
+    return {_SCALARS[kind]: getattr(value, kind)}
+
+
+def _attributes(pairs: Iterable[KeyValue]) -> list[dict[str, Any]]:
+    return [{"key": pair.key, "value": _value(pair.value)} for pair in pairs]
+
+
+def _nonzero(**fields: Any) -> dict[str, Any]:
+    """Protobuf's JSON leaves out fields at their default; so does this."""
+    return {key: value for key, value in fields.items() if value not in ("", 0, "0", [], {})}
+
+
+def _span(span: PbSpan) -> dict[str, Any]:
+    document = _nonzero(
+        traceId=span.trace_id.hex(),
+        spanId=span.span_id.hex(),
+        traceState=span.trace_state,
+        parentSpanId=span.parent_span_id.hex(),
+        flags=span.flags,
+        name=span.name,
+        kind=span.kind,
+        startTimeUnixNano=str(span.start_time_unix_nano),
+        endTimeUnixNano=str(span.end_time_unix_nano),
+        attributes=_attributes(span.attributes),
+        droppedAttributesCount=span.dropped_attributes_count,
+        events=[
+            _nonzero(
+                timeUnixNano=str(event.time_unix_nano),
+                name=event.name,
+                attributes=_attributes(event.attributes),
+                droppedAttributesCount=event.dropped_attributes_count,
+            )
+            for event in span.events
+        ],
+        droppedEventsCount=span.dropped_events_count,
+        links=[
+            _nonzero(
+                traceId=link.trace_id.hex(),
+                spanId=link.span_id.hex(),
+                traceState=link.trace_state,
+                attributes=_attributes(link.attributes),
+                droppedAttributesCount=link.dropped_attributes_count,
+                flags=link.flags,
+            )
+            for link in span.links
+        ],
+        droppedLinksCount=span.dropped_links_count,
+    )
+    if span.HasField("status"):  # a set message field is written even if empty
+        document["status"] = _nonzero(message=span.status.message, code=span.status.code)
+    return document
+
+
+def _scope_spans(scope_spans: ScopeSpans) -> dict[str, Any]:
+    document = _nonzero(
+        spans=[_span(span) for span in scope_spans.spans], schemaUrl=scope_spans.schema_url
+    )
+    if scope_spans.HasField("scope"):
+        scope = scope_spans.scope
+        document["scope"] = _nonzero(
+            name=scope.name,
+            version=scope.version,
+            attributes=_attributes(scope.attributes),
+            droppedAttributesCount=scope.dropped_attributes_count,
+        )
+    return document
+
+
+def _resource_spans(resource_spans: ResourceSpans) -> dict[str, Any]:
+    document = _nonzero(
+        scopeSpans=[_scope_spans(scope) for scope in resource_spans.scope_spans],
+        schemaUrl=resource_spans.schema_url,
+    )
+    if resource_spans.HasField("resource"):
+        resource = resource_spans.resource
+        document["resource"] = _nonzero(
+            attributes=_attributes(resource.attributes),
+            droppedAttributesCount=resource.dropped_attributes_count,
+        )
+    return document
 
 
 def otlp_json(payload: ExportTraceServiceRequest) -> dict[str, Any]:
-    """The request in OTLP-JSON: protobuf's JSON mapping, but ids in hex (it gives base64)."""
-    document: dict[str, Any] = MessageToDict(payload)
-    for resource in document.get("resourceSpans", []):
-        for scope in resource.get("scopeSpans", []):
-            for span in scope.get("spans", []):
-                for item in [span, *span.get("links", [])]:
-                    for key in _IDS:
-                        if key in item:
-                            item[key] = base64.b64decode(item[key]).hex()
-    return document
+    """The request in OTLP-JSON: protobuf's JSON mapping, except ids in hex, as OTLP asks.
+
+    Written out by hand: ``json_format.MessageToDict`` costs 3-5 times as much CPU a span.
+    """
+    return {"resourceSpans": [_resource_spans(resource) for resource in payload.resource_spans]}
 
 
 class SpanFile:

@@ -20,16 +20,21 @@ import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from google.protobuf.json_format import ParseDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loadtest.analyze import CATEGORIES, analyze, load_traces
 from loadtest.critical_path import TraceResult
+from loadtest.sink import otlp_json
 from loadtest.traces import Trace, document_spans, group
 from tests.conftest import free_port
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
@@ -512,3 +517,39 @@ async def count_spans(port: int) -> Any:
         session.get(f"http://127.0.0.1:{port}/count", raise_for_status=True) as response,
     ):
         return await response.json()
+
+
+def test_sink_json_is_protobufs_json_with_hex_ids() -> None:
+    """Every field of what the SDK exports survives: parsed back (ids as base64, which
+    protobuf's JSON mapping expects), the line is the very request the exporter sent."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc", "n": 3}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("golden", "1.0", schema_url="https://opentelemetry.io/schemas/1")
+    with tracer.start_as_current_span("parent", kind=trace.SpanKind.SERVER) as parent:
+        link = trace.Link(parent.get_span_context(), {"why": "batch"})
+        with tracer.start_as_current_span("child", links=[link]) as child:
+            child.set_attributes(
+                {"s": "x", "b": True, "i": -(2**40), "f": 0.5, "l": [1, 2], "t": ("a", "b")}
+            )
+            child.add_event("retry", {"attempt": 2})
+            child.set_status(trace.StatusCode.ERROR, "boom")
+    provider.shutdown()
+    request = encode_spans(exporter.get_finished_spans())
+    line = json.dumps(otlp_json(request))
+    assert re.search(r'"parentSpanId": "[0-9a-f]{16}"', line)
+
+    def to_base64(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: base64.b64encode(bytes.fromhex(value)).decode()
+                if key in {"traceId", "spanId", "parentSpanId"}
+                else to_base64(value)
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [to_base64(item) for item in node]
+        return node
+
+    parsed = ParseDict(to_base64(json.loads(line)), ExportTraceServiceRequest())
+    assert parsed == request
