@@ -553,3 +553,34 @@ def test_sink_json_is_protobufs_json_with_hex_ids() -> None:
 
     parsed = ParseDict(to_base64(json.loads(line)), ExportTraceServiceRequest())
     assert parsed == request
+
+
+def fenced_blocks(text: str, language: str) -> list[str]:
+    """The bodies of the ```language blocks of a Markdown text ("" for unnamed ones)."""
+    blocks, current, inside = [], "", None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            if inside is None:
+                inside, current = line[3:].strip(), ""
+                continue
+            if inside == language:
+                blocks.append(current)
+            inside = None
+        elif inside is not None:
+            current += line
+    return blocks
+
+
+def test_docs_snippet_and_worked_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/analysis.md's code runs, and its worked example is what the analyser says."""
+    text = (ROOT / "docs" / "analysis.md").read_text()
+    write(tmp_path, otlp(OURS), "spans.jsonl")
+    monkeypatch.chdir(tmp_path)
+    (snippet,) = fenced_blocks(text, "python")
+    exec(snippet, {})  # noqa: S102 - the documentation's own example
+    (result,) = analyze(load_traces([tmp_path / "spans.jsonl"])).results
+    shown = "\n".join(
+        f"{s.span.service:16} {s.span.kind:9} {s.category:11} {s.self_us / 1000:6.3f} {s.span.name}"
+        for s in result.critical_path
+    )
+    assert shown + "\n" in fenced_blocks(text, "")
