@@ -55,16 +55,25 @@ class TraceFormatError(ValueError):
 
 
 def normalise_id(raw: str, size: int) -> str:
-    """An id of ``size`` bytes as lower-case hex, from hex (any case, unpadded) or base64."""
+    """An id of ``size`` bytes as lower-case hex, from hex (any case, unpadded) or base64.
+
+    Full-length hex is hex; otherwise base64 that decodes to ``size`` bytes (padded or not) is
+    base64; otherwise shorter hex is hex with its leading zeros dropped, as Jaeger may write it.
+    """
     if not raw:
         return ""
-    if len(raw) <= size * 2 and set(raw) <= _HEX:
-        return raw.lower().rjust(size * 2, "0")
+    is_hex = set(raw) <= _HEX
+    if is_hex and len(raw) == size * 2:
+        return raw.lower()
     try:
-        decoded = base64.b64decode(raw, validate=True)
+        decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except binascii.Error:
-        raise TraceFormatError(f"id {raw!r} is neither hex nor base64") from None
-    return decoded.hex().rjust(size * 2, "0")
+        decoded = b""
+    if len(decoded) == size:
+        return decoded.hex()
+    if is_hex and len(raw) < size * 2:
+        return raw.lower().rjust(size * 2, "0")
+    raise TraceFormatError(f"id {raw!r} is neither hex nor base64 of {size} bytes")
 
 
 def _kind(raw: object) -> str:

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from loadtest.analyze import CATEGORIES, analyze, load_traces
 from loadtest.critical_path import TraceResult
 from loadtest.sink import otlp_json
-from loadtest.traces import Trace, document_spans, group
+from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
 from tests.conftest import free_port
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
 from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC
@@ -584,3 +584,22 @@ def test_docs_snippet_and_worked_example(tmp_path: Path, monkeypatch: pytest.Mon
         for s in result.critical_path
     )
     assert shown + "\n" in fenced_blocks(text, "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("00f067aa0ba902b7", "00f067aa0ba902b7"),  # hex
+        ("00F067AA0BA902B7", "00f067aa0ba902b7"),  # upper-case hex
+        ("f067aa0ba902b7", "00f067aa0ba902b7"),  # hex without its leading zeros (Jaeger)
+        ("APBnqgupArc=", "00f067aa0ba902b7"),  # base64 (protobuf's JSON)
+        ("APBnqgupArc", "00f067aa0ba902b7"),  # base64 without padding
+    ],
+)
+def test_span_ids_in_any_spelling(raw: str, expected: str) -> None:
+    assert normalise_id(raw, 8) == expected
+
+
+def test_an_id_that_is_neither_is_an_error() -> None:
+    with pytest.raises(TraceFormatError, match="neither hex nor base64"):
+        normalise_id("not an id!", 8)
