@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -174,14 +175,14 @@ SPAN_FILE = web.AppKey("span_file", SpanFile)
 
 
 def _decode(body: bytes, is_json: bool) -> tuple[Payload, int]:
-    """The request and its span count; ValueError if it is not an ExportTraceServiceRequest."""
+    """The request and its span count; raises if it is not an ExportTraceServiceRequest."""
     if is_json:  # OTLP/HTTP's JSON encoding
         document = json.loads(body)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         resources = document.get("resourceSpans", [])
         return document, sum(len(s.get("spans", [])) for r in resources for s in r["scopeSpans"])
-    payload = ExportTraceServiceRequest.FromString(body)  # DecodeError is a ValueError
+    payload = ExportTraceServiceRequest.FromString(body)
     scopes = [scope for resource in payload.resource_spans for scope in resource.scope_spans]
     return payload, sum(len(scope.spans) for scope in scopes)
 
@@ -193,7 +194,7 @@ async def export(request: web.Request) -> web.Response:
     is_json = request.content_type == "application/json"
     try:
         payload, spans = _decode(body, is_json)
-    except (ValueError, KeyError, AttributeError, TypeError):
+    except (DecodeError, ValueError, KeyError, AttributeError, TypeError):
         encoding = "JSON" if is_json else "protobuf"
         return web.Response(status=400, text=f"not an OTLP {encoding} ExportTraceServiceRequest")
     request.app[SPANS][0] += spans

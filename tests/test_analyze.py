@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from loadtest.analyze import CATEGORIES, analyze, load_traces
 from loadtest.critical_path import TraceResult
-from loadtest.sink import otlp_json
+from loadtest.sink import create_app, otlp_json
 from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
 from tests.conftest import free_port
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
@@ -603,3 +603,16 @@ def test_span_ids_in_any_spelling(raw: str, expected: str) -> None:
 def test_an_id_that_is_neither_is_an_error() -> None:
     with pytest.raises(TraceFormatError, match="neither hex nor base64"):
         normalise_id("not an id!", 8)
+
+
+async def test_sink_without_out_only_counts(aiohttp_client: Any) -> None:
+    """What loadtest/bench.py runs: no file, the count, and a 400 for what is not OTLP."""
+    client = await aiohttp_client(create_app())
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(name="a")
+    headers = {"Content-Type": "application/x-protobuf"}
+    response = await client.post("/v1/traces", data=request.SerializeToString(), headers=headers)
+    assert response.status == 200
+    response = await client.post("/v1/traces", data=b"\xff not protobuf", headers=headers)
+    assert response.status == 400
+    assert await (await client.get("/count")).json() == {"spans": 1}
