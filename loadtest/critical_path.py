@@ -152,9 +152,11 @@ def category(node: _Node) -> str:  # noqa: PLR0911 - one rule a line reads best
     return "app"
 
 
-def _pick_root(spans: list[Span], ids: set[str]) -> tuple[Span, list[Span]]:
+def _pick_root(spans: list[Span], ids: set[str]) -> tuple[Span, list[Span]] | None:
     """The root, and the other top-level spans (orphans, further roots) it adopts."""
     tops = [span for span in spans if span.parent_id not in ids]
+    if not tops:  # every span has its parent in the trace: a cycle, nothing to start from
+        return None
     real = [span for span in tops if not span.parent_id] or tops
     root = min(real, key=lambda s: (s.start_us - s.end_us, s.start_us, s.span_id))
     return root, [span for span in tops if span is not root]
@@ -220,9 +222,10 @@ def analyse_trace(trace: Trace) -> TraceResult | None:
     """The critical path and categories of one trace; None if it has no span to root it."""
     spans = list(trace.spans)
     by_id = {span.span_id: span for span in spans}
-    if not spans:
+    picked = _pick_root(spans, set(by_id))
+    if picked is None:
         return None
-    root_span, adopted = _pick_root(spans, set(by_id))
+    root_span, adopted = picked
     nodes = {span.span_id: _Node(span) for span in spans}
     root = nodes[root_span.span_id]
     root.children.extend(nodes[span.span_id] for span in adopted)

@@ -616,3 +616,14 @@ async def test_sink_without_out_only_counts(aiohttp_client: Any) -> None:
     response = await client.post("/v1/traces", data=b"\xff not protobuf", headers=headers)
     assert response.status == 400
     assert await (await client.get("/count")).json() == {"spans": 1}
+
+
+def test_a_trace_of_parent_cycles_has_no_root_and_is_left_out() -> None:
+    loop = Case(
+        trace_id="2" * 32,
+        spans=[G("x", "y", "s", "SERVER", "x", 0, 10), G("y", "x", "s", "SERVER", "y", 0, 10)],
+        path=[],
+        categories={},
+    )
+    report = analyze(load_documents([jaeger(loop), jaeger(HTTP)]))
+    assert [result.trace_id for result in report.results] == [HTTP.trace_id]
