@@ -1,0 +1,251 @@
+"""``python -m loadtest analyze``: where the latency goes, over many traces.
+
+Reads traces from files (Jaeger JSON or OTLP-JSON, the sink's JSON lines) or from Jaeger's query
+API, computes each trace's queue-aware critical path and category breakdown
+(`loadtest.critical_path`), and aggregates them: percentiles of each category, the share of
+each ``service:operation`` on the path overall and around p50 and p99, and the single biggest
+contributor. Prints a table, or ``--json``; ``--plot`` and ``--html`` draw it (`loadtest.report`).
+
+For code (the end-to-end tests): ``analyze(load_traces(paths))`` returns a `Report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtest import report as render
+from loadtest.critical_path import CATEGORIES, TraceResult, analyse_trace
+from loadtest.traces import Trace, TraceFormatError, fetch_jaeger, load_traces, parse_lookback
+
+__all__ = ["CATEGORIES", "Report", "analyze", "load_traces", "main"]
+
+# Traces "around" a percentile q: those within +-min(5, (100 - q) / 2) percentile points of it
+# (p50: 45-55, p95: 92.5-97.5, p99: 98.5-99.5), and at least the one nearest to it.
+BANDS = (50, 95, 99)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _stats_ms(values_us: Sequence[int]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values_us, 50) / 1000, 3),
+        "p95_ms": round(percentile(values_us, 95) / 1000, 3),
+        "p99_ms": round(percentile(values_us, 99) / 1000, 3),
+        "mean_ms": round(sum(values_us) / len(values_us) / 1000, 3) if values_us else 0.0,
+    }
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """The analysis of a set of traces; `to_json` is the ``--json`` document."""
+
+    results: list[TraceResult]
+
+    @property
+    def total_us(self) -> int:
+        return sum(result.duration_us for result in self.results)
+
+    def band(self, q: float) -> list[TraceResult]:
+        """The traces around duration percentile ``q`` (see BANDS)."""
+        if not self.results:
+            return []
+        ordered = sorted(self.results, key=lambda r: (r.duration_us, r.trace_id))
+        durations = [r.duration_us for r in ordered]
+        half = min(5.0, (100 - q) / 2)
+        low, high = percentile(durations, q - half), percentile(durations, q + half)
+        inside = [r for r in ordered if low <= r.duration_us <= high]
+        if inside:
+            return inside
+        target = percentile(durations, q)
+        return [min(ordered, key=lambda r: abs(r.duration_us - target))]
+
+    def categories_us(self, results: Iterable[TraceResult] | None = None) -> dict[str, int]:
+        totals = dict.fromkeys(CATEGORIES, 0)
+        for result in self.results if results is None else results:
+            for name, us in result.categories.items():
+                totals[name] += us
+        return totals
+
+    def where_us(self, results: Iterable[TraceResult] | None = None) -> dict[str, int]:
+        """Critical-path time of each ``service:operation``, largest first."""
+        totals: dict[str, int] = {}
+        for result in self.results if results is None else results:
+            for step in result.critical_path:
+                totals[step.where] = totals.get(step.where, 0) + step.self_us
+        return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+    def bottleneck(self) -> dict[str, Any] | None:
+        """The (category, service:operation) pair holding the most critical-path time."""
+        pairs: dict[tuple[str, str], int] = {}
+        for result in self.results:
+            for step in result.critical_path:
+                key = (step.category, step.where)
+                pairs[key] = pairs.get(key, 0) + step.self_us
+        if not pairs or not self.total_us:
+            return None
+        (name, where), us = min(pairs.items(), key=lambda item: (-item[1], item[0]))
+        service, _, operation = where.partition(":")
+        return {
+            "category": name,
+            "where": where,
+            "service": service,
+            "operation": operation,
+            "share": _share(us, self.total_us),
+            "mean_ms": round(us / len(self.results) / 1000, 3),
+            "category_share": _share(self.categories_us()[name], self.total_us),
+        }
+
+    def _band_json(self, q: float) -> dict[str, Any]:
+        band = self.band(q)
+        size, total = max(len(band), 1), sum(r.duration_us for r in band)
+        return {
+            "traces": len(band),
+            "duration_ms": round(total / size / 1000, 3),
+            "categories_ms": {
+                name: round(us / size / 1000, 3) for name, us in self.categories_us(band).items()
+            },
+            "critical_path": {
+                where: _share(us, total) for where, us in self.where_us(band).items()
+            },
+        }
+
+    def to_json(self, per_trace: bool = True) -> dict[str, Any]:
+        n, total = len(self.results), self.total_us
+        per_category: dict[str, list[int]] = {name: [] for name in CATEGORIES}
+        for result in self.results:
+            for name, us in result.categories.items():
+                per_category[name].append(us)
+        bands = {f"p{q}": self._band_json(q) for q in BANDS}
+        critical_path = {
+            where: {
+                "mean_ms": round(us / n / 1000, 3),
+                "share": _share(us, total),
+                "p50_share": bands["p50"]["critical_path"].get(where, 0.0),
+                "p99_share": bands["p99"]["critical_path"].get(where, 0.0),
+            }
+            for where, us in self.where_us().items()
+        }
+        document: dict[str, Any] = {
+            "traces": n,
+            "duration": _stats_ms([r.duration_us for r in self.results]),
+            "categories": {
+                name: _stats_ms(values) | {"share": _share(sum(values), total)}
+                for name, values in per_category.items()
+            },
+            "critical_path": critical_path,
+            "percentiles": bands,
+            "bottleneck": self.bottleneck(),
+        }
+        if per_trace:
+            document["per_trace"] = [result.to_json() for result in self.results]
+        return document
+
+
+def analyze(traces: Iterable[Trace]) -> Report:
+    """Analyse every trace that has a root (a trace of parentless-cycle spans has none)."""
+    results = [analyse_trace(trace) for trace in traces]
+    return Report([result for result in results if result is not None])
+
+
+def select(traces: Iterable[Trace], service: str | None, operation: str | None) -> list[Trace]:
+    """Traces with a span of ``service`` (as Jaeger's search) whose root is ``operation``."""
+    chosen = []
+    for trace in traces:
+        if service and all(span.service != service for span in trace.spans):
+            continue
+        if operation:
+            result = analyse_trace(trace)
+            if result is None or result.root.name != operation:
+                continue
+        chosen.append(trace)
+    return chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest analyze", description=__doc__.split("\n\n")[0]
+    )
+    source = parser.add_argument_group("traces (files, Jaeger, or both)")
+    source.add_argument("--input", action="append", default=[], type=Path, metavar="FILE")
+    source.add_argument("--jaeger", metavar="URL", help="Jaeger query, e.g. http://jaeger:16686")
+    source.add_argument("--lookback", default="1h", help="with --jaeger: 30m, 1h, 2d")
+    source.add_argument("--limit", type=int, default=1000, help="with --jaeger: most traces")
+    chosen = parser.add_argument_group("which traces")
+    chosen.add_argument("--service", help="traces with a span of this service")
+    chosen.add_argument("--operation", help="traces whose root span has this name")
+    chosen.add_argument("--min-traces", type=int, default=1, help="fail with fewer traces")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    out.add_argument("--no-per-trace", action="store_true", help="leave per_trace out of --json")
+    out.add_argument("--plot", type=Path, metavar="FILE.png")
+    out.add_argument("--html", type=Path, metavar="FILE.html")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.input and not args.jaeger:
+        parser.error("give --input FILE (repeatable) or --jaeger URL")
+    if args.jaeger and not args.service:
+        parser.error("--jaeger needs --service (Jaeger searches one service at a time)")
+    try:
+        traces = load_traces(args.input)
+        if args.jaeger:
+            lookback = parse_lookback(args.lookback)
+            traces += asyncio.run(
+                fetch_jaeger(args.jaeger, args.service, lookback, args.limit, args.operation)
+            )
+    except (OSError, TraceFormatError, ValueError, aiohttp.ClientError) as error:
+        print(f"analyze: {error}", file=sys.stderr)
+        return 1
+    report = analyze(select(traces, args.service, args.operation))
+    if len(report.results) < args.min_traces:
+        print(
+            f"analyze: {len(report.results)} traces, fewer than --min-traces {args.min_traces}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        if args.plot:
+            render.write_plot(report, args.plot)
+        if args.html:
+            render.write_html(report, args.html)
+    except ModuleNotFoundError as error:
+        print(
+            f"analyze: --plot and --html need {error.name}: pip install "
+            "'drama-streaming[analysis]'",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json(per_trace=not args.no_per_trace), indent=2))
+    else:
+        print(render.table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

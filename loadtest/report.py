@@ -1,0 +1,183 @@
+"""The analyser's report drawn three ways: a terminal table, a PNG, and one self-contained page.
+
+matplotlib is imported only to draw (with the Agg backend: no display needed), so the table and
+``--json`` work without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loadtest.critical_path import CATEGORIES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from loadtest.analyze import Report
+
+COLOURS = {
+    "app": "#4c72b0",
+    "db": "#dd8452",
+    "s3": "#55a868",
+    "queue_wait": "#c44e52",
+    "reply_wait": "#8172b3",
+    "broker": "#937860",
+    "mesh": "#da8bc3",
+    "network": "#8c8c8c",
+    "residual": "#ccb974",
+}
+TOP = 15  # service:operation rows shown
+
+
+def _rows(document: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    categories = [
+        [
+            name,
+            *(f"{stats[key]:.3f}" for key in ("p50_ms", "p95_ms", "p99_ms", "mean_ms")),
+            f"{stats['share']:.1%}",
+        ]
+        for name, stats in document["categories"].items()
+    ]
+    path = [
+        [
+            where,
+            f"{stats['mean_ms']:.3f}",
+            f"{stats['share']:.1%}",
+            f"{stats['p50_share']:.1%}",
+            f"{stats['p99_share']:.1%}",
+        ]
+        for where, stats in list(document["critical_path"].items())[:TOP]
+    ]
+    return categories, path
+
+
+CATEGORY_HEAD = ["category", "p50 ms", "p95 ms", "p99 ms", "mean ms", "share"]
+PATH_HEAD = ["critical path: service:operation", "mean ms", "share", "at p50", "at p99"]
+
+
+def _text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [head, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _bottleneck_line(document: dict[str, Any]) -> str:
+    found = document["bottleneck"]
+    if found is None:
+        return "bottleneck: none (no time on any critical path)"
+    return (
+        f"bottleneck: {found['category']} at {found['where']}, "
+        f"{found['share']:.1%} of all trace time ({found['mean_ms']:.3f} ms a trace)"
+    )
+
+
+def table(report: Report) -> str:
+    """The report for a terminal: categories, top of the critical path, the bottleneck."""
+    document = report.to_json(per_trace=False)
+    categories, path = _rows(document)
+    duration = document["duration"]
+    return "\n\n".join(
+        [
+            f"{document['traces']} traces; duration p50 {duration['p50_ms']:.3f} ms, "
+            f"p95 {duration['p95_ms']:.3f} ms, p99 {duration['p99_ms']:.3f} ms",
+            _text_table(CATEGORY_HEAD, categories),
+            _text_table(PATH_HEAD, path),
+            _bottleneck_line(document),
+        ]
+    )
+
+
+def figure(report: Report) -> Figure:
+    """Stacked breakdown of the traces around p50/p95/p99, and CDFs of queue wait and network."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - drawing is optional, and slow to import
+
+    document = report.to_json(per_trace=False)
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    bars, cdf = fig.subplots(1, 2)
+    labels = list(document["percentiles"])
+    bottom = [0.0] * len(labels)
+    for name in CATEGORIES:
+        heights = [document["percentiles"][label]["categories_ms"][name] for label in labels]
+        bars.bar(labels, heights, bottom=bottom, label=name, color=COLOURS[name])
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    bars.set_ylabel("ms (mean of the traces around the percentile)")
+    bars.set_title("where the time goes")
+    bars.legend(fontsize="small", loc="upper left")
+    for name in ("queue_wait", "network"):
+        values = sorted(result.categories[name] / 1000 for result in report.results)
+        fractions = [(i + 1) / len(values) for i in range(len(values))]
+        cdf.step(values, fractions, where="post", label=name, color=COLOURS[name])
+    cdf.set_xlabel("ms per trace")
+    cdf.set_ylabel("fraction of traces")
+    cdf.set_title("queue wait vs network")
+    cdf.legend()
+    return fig
+
+
+def png(report: Report) -> bytes:
+    buffer = io.BytesIO()
+    figure(report).savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def write_plot(report: Report, path: Path) -> None:
+    path.write_bytes(png(report))
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(cell)}</th>" for cell in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { padding: 0.2em 0.8em; border-bottom: 1px solid #ddd; }
+td:not(:first-child), th:not(:first-child) {
+  text-align: right; font-variant-numeric: tabular-nums;
+}
+img { max-width: 100%; }
+.bottleneck { font-size: 1.2em; padding: 0.5em 1em; background: #fdf2e9; }
+"""
+
+
+def html_page(report: Report) -> str:
+    """One page with everything inline: CSS, the plot as a base64 PNG, the tables."""
+    document = report.to_json(per_trace=False)
+    categories, path = _rows(document)
+    duration = document["duration"]
+    image = base64.b64encode(png(report)).decode()
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Latency breakdown</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Latency breakdown of {document["traces"]} traces</h1>
+<p>Duration p50 {duration["p50_ms"]:.3f} ms, p95 {duration["p95_ms"]:.3f} ms,
+p99 {duration["p99_ms"]:.3f} ms, mean {duration["mean_ms"]:.3f} ms.</p>
+<p class="bottleneck">{html.escape(_bottleneck_line(document))}</p>
+<img alt="stacked breakdown by percentile; CDF of queue wait and network"
+ src="data:image/png;base64,{image}">
+<h2>Categories</h2>
+{_html_table(CATEGORY_HEAD, categories)}
+<h2>Critical path</h2>
+{_html_table(PATH_HEAD, path)}
+</body></html>
+"""
+
+
+def write_html(report: Report, path: Path) -> None:
+    path.write_text(html_page(report))
