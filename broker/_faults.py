@@ -102,10 +102,13 @@ class Faults:
         self.default_prefetch = prefetch
         self.prefetch = prefetch
         self.rules: dict[str, FaultRule] = {}
+        self.methods: set[str] = set()  # those wrapped: a rule naming another is not ours
         self._rng = rng or random.Random()  # noqa: S311 - fault sampling, not cryptography
 
     def matches(self, rule: FaultRule) -> bool:
-        return rule.queue is None or rule.queue == self.queue
+        if rule.queue is not None and rule.queue != self.queue:
+            return False
+        return rule.method is None or rule.method in self.methods
 
     def apply(self, rule: FaultRule) -> None:
         """Set or clear what ``rule`` selects (the caller checked :meth:`matches`)."""
@@ -135,6 +138,7 @@ class Faults:
 
     def wrap(self, method: str, handler: Handler[Req]) -> Handler[Req]:
         """``handler`` with the rules for ``method`` applied when there are any."""
+        self.methods.add(method)
 
         async def faulty(request: Req) -> Any:
             rule = self.rules.get(method) or self.rules.get(ALL)

@@ -65,6 +65,13 @@ class StackConfig:
     episode_rpc_port: int = 9111
     stream_rpc_port: int = 9112
     echo: bool = False  # copy the processes' log lines to stdout
+    # With no OTEL_EXPORTER_OTLP_ENDPOINT: an OTLP sink on this port keeps the spans in
+    # workdir/spans.jsonl for `python -m loadtest analyze` (None: spans are not exported).
+    sink_port: int | None = None
+
+    @property
+    def spans_path(self) -> Path:
+        return self.workdir / "spans.jsonl"
 
     @property
     def base_url(self) -> str:
@@ -111,7 +118,9 @@ class Stack:
             "FAULTS_ENABLED": "true",
             **cfg.env,
         }
-        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+        if self.sinks_spans:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{cfg.sink_port}"
+        elif "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
             # Nowhere to send spans: make them (trace ids in the logs) but do not export them.
             env.setdefault("OTEL_TRACES_EXPORTER", "none")
         if service in ("episode", "stream"):
@@ -147,9 +156,25 @@ class Stack:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
+        if self.sinks_spans:
+            await self.start_process(
+                "sink",
+                "loadtest.sink",
+                "--port",
+                str(self.config.sink_port),
+                "--out",
+                str(self.config.spans_path),
+            )
         await self.seed()
         for service in SERVICES:
             await self.start_process(service, service)
+
+    @property
+    def sinks_spans(self) -> bool:
+        """Whether this stack runs its own OTLP sink (see ``StackConfig.sink_port``)."""
+        endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        configured = endpoint in self.config.env or endpoint in os.environ
+        return self.config.sink_port is not None and not configured
 
     async def seed(self) -> None:
         dramas = (
@@ -288,8 +313,15 @@ async def _run(config: StackConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
-    async with Stack(config):
+    async with Stack(config) as stack:
         base = config.base_url
+        traces = (
+            f"Traces: {config.spans_path} (python -m loadtest analyze --input {config.spans_path})"
+            if stack.sinks_spans
+            else "Traces: sent to OTEL_EXPORTER_OTLP_ENDPOINT"
+            if "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ
+            else "Traces: not exported"
+        )
         print(
             f"\ndrama-streaming is up ({time.monotonic() - started:.1f} s). Try:\n"
             f"  curl {base}/dramas/1\n"
@@ -298,6 +330,8 @@ async def _run(config: StackConfig) -> None:
             f"  curl {base}/readyz\n"
             f"  curl {base}/metrics   (workers: :{config.episode_metrics_port}/metrics, "
             f":{config.stream_metrics_port}/metrics)\n"
+            f"Inject a fault: python -m loadtest fault --method stream.presign --delay-ms 50\n"
+            f"{traces}\n"
             f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -317,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         default="amqp",
         help="how drama-service calls the workers (http: they serve RPC on :9111 and :9112)",
     )
+    parser.add_argument(
+        "--sink-port",
+        type=int,
+        default=4318,
+        help="without OTEL_EXPORTER_OTLP_ENDPOINT, keep the spans with an OTLP sink on this "
+        "port in WORKDIR/spans.jsonl (0: do not export spans)",
+    )
     args = parser.parse_args(argv)
     config = StackConfig(
         amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
@@ -325,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=args.workdir,
         seed_dramas=args.dramas,
         transport=args.transport,
+        sink_port=args.sink_port or None,
         echo=True,
     )
     try:
