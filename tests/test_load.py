@@ -11,24 +11,31 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import pytest
+import yaml
 from aiohttp import web
 
-from loadtest.load import parser, run, table
+from loadtest.load import parser, table
+from loadtest.load import run as run_load
 from loadtest.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
 from tests.conftest import free_port
+from tests.infra.conftest import TOOLS, run
 
 pytestmark = pytest.mark.timeout(60)
 
+ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = "test-run-1"
 DRAMAS = 30  # discovery pages them 20 at a time: 2 requests before the run
 DISCOVERY_REQUESTS = 2
@@ -126,7 +133,7 @@ async def test_open_loop_keeps_its_schedule_when_the_server_stalls(serve: Any) -
     opened = FakeApi(stall=1.5, service=0.02)
     url = await serve(opened)
     args = ("--rate", str(rate), "--duration", str(duration), "--arrivals", "constant")
-    result = await run(load_args(url, *args, "--mix", "detail=1"))
+    result = await run_load(load_args(url, *args, "--mix", "detail=1"))
 
     # Every request of the schedule reached the server, each at its intended time, the stall
     # notwithstanding: offsets from the first one follow i / rate.
@@ -149,7 +156,7 @@ async def test_open_loop_keeps_its_schedule_when_the_server_stalls(serve: Any) -
     closed = FakeApi(stall=1.5, service=0.02)
     url = await serve(closed)
     mode = ("--mode", "closed", "--concurrency", "2", "--duration", str(duration))
-    closed_result = await run(load_args(url, *mode, "--mix", "detail=1"))
+    closed_result = await run_load(load_args(url, *mode, "--mix", "detail=1"))
     assert len(closed.details()) == closed_result["requests"] < rate * duration / 2
     assert closed_result["latency_ms"]["p50"] * 5 < result["latency_ms"]["p50"]
 
@@ -158,7 +165,7 @@ async def test_waiting_for_a_connection_counts_as_latency(serve: Any) -> None:
     api = FakeApi(stall=1.0)
     url = await serve(api)
     flags = ("--rate", "40", "--duration", "1", "--arrivals", "constant", "--mix", "detail=1")
-    result = await run(load_args(url, *flags, "--max-in-flight", "2"))
+    result = await run_load(load_args(url, *flags, "--max-in-flight", "2"))
 
     # Two requests held the two connections through the stall; the other 38 waited here, and
     # went out after it, late, yet none was lost and each one's wait is in its latency.
@@ -173,7 +180,7 @@ async def test_requests_that_time_out_are_counted_at_their_timeout(serve: Any) -
     api = FakeApi(stall=30.0)  # never answers within the run
     url = await serve(api)
     flags = ("--rate", "40", "--duration", "1", "--arrivals", "constant", "--mix", "detail=1")
-    result = await run(load_args(url, *flags, "--max-in-flight", "2", "--timeout", "0.5"))
+    result = await run_load(load_args(url, *flags, "--max-in-flight", "2", "--timeout", "0.5"))
 
     assert result["intended_requests"] == result["requests"] == 40
     assert result["timeouts"] + result["not_started"] == 40
@@ -210,7 +217,7 @@ async def test_the_mix_is_honoured_over_the_catalogue(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
     flags = ("--rate", "200", "--duration", "1", "--arrivals", "poisson", "--seed", "3")
-    result = await run(load_args(url, *flags, "--mix", "list=1,detail=4"))
+    result = await run_load(load_args(url, *flags, "--mix", "list=1,detail=4"))
 
     scenarios = result["scenarios"]
     lists, details = api.lists()[DISCOVERY_REQUESTS:], api.details()
@@ -230,7 +237,7 @@ async def test_the_mix_is_honoured_over_the_catalogue(serve: Any) -> None:
 
     only = FakeApi()
     url = await serve(only)
-    await run(
+    await run_load(
         load_args(url, "--rate", "50", "--duration", "0.5", "--mix", "detail=1", "--ids", "5-7")
     )
     assert {a.path for a in only.details()} == {"/dramas/5", "/dramas/6", "/dramas/7"}
@@ -239,7 +246,7 @@ async def test_the_mix_is_honoured_over_the_catalogue(serve: Any) -> None:
 async def test_every_request_carries_the_synthetic_baggage(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
-    await run(load_args(url, "--rate", "50", "--duration", "0.4"))
+    await run_load(load_args(url, "--rate", "50", "--duration", "0.4"))
     assert api.arrivals
     assert {a.baggage for a in api.arrivals} == {f"synthetic=true,loadtest.run={RUN_ID}"}
 
@@ -328,10 +335,95 @@ async def test_a_sweep_stops_where_p99_crosses_the_limit(serve: Any) -> None:
     api = FakeApi(service=0.02, capacity=1)
     url = await serve(api)
     flags = ("--sweep", "5:320:4", "--p99-ms", "250", "--duration", "1.5")
-    result = await run(load_args(url, *flags, "--arrivals", "constant", "--mix", "detail=1"))
+    result = await run_load(load_args(url, *flags, "--arrivals", "constant", "--mix", "detail=1"))
 
     assert [s["rate"]["intended"] for s in result["steps"]] == [5, 20, 80]  # no 320
     assert result["max_rate_under_limit"] == 20
     assert result["crossed"]["rate"] == 80
     assert result["crossed"]["reason"] == "p99"
     assert result["steps"][-1]["latency_ms"]["p99"] > 250 >= result["steps"][1]["latency_ms"]["p99"]
+
+
+async def test_the_locustfile_sends_the_same_mix_with_baggage(serve: Any) -> None:
+    api = FakeApi()
+    url = await serve(api)
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py")]
+    command += ["--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "2s"]
+    command += ["--host", url, "--only-summary", "--loglevel", "WARNING"]
+    environment = {**os.environ, "LOADTEST_RUN_ID": RUN_ID, "LOADTEST_USER_RATE": "25"}
+    process = await asyncio.create_subprocess_exec(
+        *command, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, (out + err).decode()
+
+    lists, details = api.lists()[DISCOVERY_REQUESTS:], api.details()
+    assert len(details) > 50
+    assert 0.05 < len(lists) / (len(lists) + len(details)) < 0.4
+    assert {a.baggage for a in api.arrivals} == {f"synthetic=true,loadtest.run={RUN_ID}"}
+
+
+# checkov findings accepted in k8s/locust, each with its reason (annotations on the objects).
+LOCUST_CHECKOV_SKIPS = {
+    ("CKV_K8S_43", "Deployment.drama-streaming.locust-master"),  # tag-pinned, digest unknown
+    ("CKV_K8S_43", "Deployment.drama-streaming.locust-worker"),
+    ("CKV_K8S_8", "Deployment.drama-streaming.locust-worker"),  # no port; exits without master
+}
+
+
+def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -> None:
+    locustfile = (ROOT / "loadtest" / "locustfile.py").read_text()
+    assert (ROOT / "k8s" / "locust" / "locustfile.py").read_text() == locustfile, (
+        "k8s/locust/locustfile.py differs from loadtest/locustfile.py: "
+        "cp loadtest/locustfile.py k8s/locust/"
+    )
+    rendered = run("kubectl", "kustomize", ROOT / "k8s" / "locust").stdout
+    (tmp_path / "locust.yaml").write_text(rendered)
+    run(
+        Path(sys.executable).parent / "kubernetes-validate",
+        "--strict",
+        "-k",
+        "1.32.0",
+        tmp_path / "locust.yaml",
+    )
+
+    checkov = TOOLS / "checkov" / "bin" / "checkov"
+    assert checkov.exists(), "checkov is missing: run `make tools`"
+    proc = subprocess.run(
+        [
+            checkov,
+            "-d",
+            tmp_path,
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--compact",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    results = json.loads(proc.stdout)["results"]
+    failed = [f"{c['check_id']} {c['resource']}" for c in results["failed_checks"]]
+    assert not failed, "\n".join(failed)
+    skipped = {(c["check_id"], c["resource"]) for c in results["skipped_checks"]}
+    assert skipped == LOCUST_CHECKOV_SKIPS
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered)}
+    assert {d["metadata"]["namespace"] for d in docs.values()} == {"drama-streaming"}
+    configmaps = [d for (kind, _), d in docs.items() if kind == "ConfigMap"]
+    assert any(d["data"].get("locustfile.py") == locustfile for d in configmaps)
+    for role in ("master", "worker"):
+        pod = docs["Deployment", f"locust-{role}"]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert "/mnt/locust/locustfile.py" in container["args"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 -- the path checked, not used
+    worker = docs["Deployment", "locust-worker"]["spec"]["template"]["spec"]["containers"][0]
+    master_host = worker["args"][worker["args"].index("--master-host") + 1]
+    assert ("Service", master_host) in docs
