@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import jsonschema
 import pytest
 import yaml
@@ -30,8 +31,10 @@ from aiohttp import web
 from loadtest.load import parser, table
 from loadtest.load import run as run_load
 from loadtest.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
-from tests.conftest import free_port
+from loadtest.stack import Stack
+from tests.conftest import StackConfigFactory, free_port
 from tests.infra.conftest import TOOLS, run
+from tests.otlp import OtlpReceiver, Span
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -427,3 +430,50 @@ def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -
     worker = docs["Deployment", "locust-worker"]["spec"]["template"]["spec"]["containers"][0]
     master_host = worker["args"][worker["args"].index("--master-host") + 1]
     assert ("Service", master_host) in docs
+
+
+@pytest.fixture
+async def otlp() -> AsyncIterator[tuple[OtlpReceiver, str]]:
+    receiver = OtlpReceiver()
+    runner = web.AppRunner(receiver.app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield receiver, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.mark.timeout(120)
+async def test_load_on_the_real_services_is_marked_synthetic_in_their_traces(
+    stack_config: StackConfigFactory, otlp: tuple[OtlpReceiver, str]
+) -> None:
+    receiver, endpoint = otlp
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
+    async with Stack(stack_config(env=env)) as stack:
+        flags = ("--rate", "20", "--duration", "1", "--timeout", "5")
+        result = await run_load(load_args(stack.config.base_url, *flags))
+        async with (
+            aiohttp.ClientSession() as http,  # a user: no baggage
+            http.get(f"{stack.config.base_url}/dramas/1") as response,
+        ):
+            assert response.status == 200
+
+        # The generator found the catalogue and its cursors, and the API took every request.
+        assert result["requests"] == result["ok"] > 0
+        assert set(result["scenarios"]) == {"list", "detail"}
+
+        def servers(spans: list[Span]) -> list[Span]:
+            return [s for s in spans if s.service == "drama-service" and s.kind == "SERVER"]
+
+        # The measured requests, the user's, and at least one page of discovery.
+        expected = result["requests"] + 1 + 1
+        await receiver.wait_for(lambda spans: len(servers(spans)) >= expected)
+    spans = servers(receiver.spans)
+    users = [s for s in spans if "synthetic" not in s.attributes]
+    assert len(users) == 1
+    assert users[0].name == "GET /dramas/{id}"
+    assert {s.attributes.get("synthetic") for s in spans if s not in users} == {True}
