@@ -119,7 +119,8 @@ async def run_once(
                 recorder=recorder,
                 progress=bar.update,
             )
-    elapsed = max(loop.time() - start - args.warmup, 1e-9)  # to the last answer
+    # From the end of warmup to the last answer, and at least the measured window.
+    elapsed = max(loop.time() - start - args.warmup, args.duration)
     summary = recorder.summary()
     result["rate"] = {
         "intended": rate if args.mode == "open" else None,
@@ -203,7 +204,7 @@ def table(result: dict[str, Any]) -> str:
             for s in result["steps"]
         ]
         best, crossed = result["max_rate_under_limit"], result["crossed"]
-        lines.append(f"highest rate within the limit: {best if best is not None else 'none'}/s")
+        lines.append(f"highest rate within the limit: {'none' if best is None else f'{best:g}/s'}")
         if crossed:
             lines.append(f"crossed at {crossed['rate']:g}/s ({crossed['reason']})")
         else:
