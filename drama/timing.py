@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from opentelemetry import baggage, propagate, trace
 from prometheus_client import Gauge, Histogram
 
 from broker import BUCKETS, collect_timings, exemplar
@@ -50,9 +51,20 @@ async def db_time(request: web.Request) -> AsyncIterator[None]:
             cell[0] += time.perf_counter_ns() - started
 
 
+def mark_synthetic(request: web.Request) -> None:
+    """Load tests say so in W3C baggage (``synthetic=true``); the SERVER span then says it too,
+    so that traces of load and of users can be told apart (the propagators decide, as for the
+    trace context: ``OTEL_PROPAGATORS`` without ``baggage`` turns this off)."""
+    if "baggage" in request.headers:
+        context = propagate.extract(request.headers)
+        if baggage.get_baggage("synthetic", context) == "true":
+            trace.get_current_span().set_attribute("synthetic", True)
+
+
 @web.middleware
 async def server_timing(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter_ns()
+    mark_synthetic(request)
     request[DB_NS] = [0]
     HTTP_IN_FLIGHT.inc()
     try:
