@@ -13,8 +13,9 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # .dockerignore lets in only what `pip install .` needs.
 COPY . .
-# Not `.[local]`: moto (the embedded S3) is for `make run`; containers use MinIO or S3.
-RUN /opt/venv/bin/pip install .
+# `load`: the load generator's histograms (small); not `local`: moto (the embedded S3) is for
+# `make run`, containers use MinIO or S3.
+RUN /opt/venv/bin/pip install '.[load]'
 
 # ---- runtime: the venv and a non-root user, nothing else
 FROM python:3.11.13-slim-bookworm
