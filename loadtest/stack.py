@@ -157,6 +157,8 @@ class Stack:
         check_broker(self.config.amqp_url)
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
         if self.sinks_spans:
+            # This run's spans only: a file that grew over many runs mixes them up.
+            self.config.spans_path.unlink(missing_ok=True)
             await self.start_process(
                 "sink",
                 "loadtest.sink",
