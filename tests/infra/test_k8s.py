@@ -21,6 +21,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,8 +345,10 @@ def test_namespace_is_meshed_and_holds_everything(docs: list[Doc]) -> None:
     for d in docs:
         if d["kind"] in {"Namespace"}:
             continue
-        expected = "istio-ingress" if d["kind"] == "Ingress" else NAMESPACE
-        assert d["metadata"].get("namespace") == expected, f"{d['kind']}/{d['metadata']['name']}"
+        # The ALB's Ingress and the gateway's tracing belong with the gateway.
+        expected = "istio-ingress" if d["kind"] in {"Ingress", "Telemetry"} else NAMESPACE
+        namespaces = {expected, NAMESPACE}
+        assert d["metadata"].get("namespace") in namespaces, f"{d['kind']}/{d['metadata']['name']}"
 
 
 def test_network_is_denied_by_default_and_allowed_by_list(docs: list[Doc]) -> None:
@@ -384,10 +387,12 @@ def test_mesh_is_strict_and_authorizes_by_principal(docs: list[Doc]) -> None:
         rule = one(docs, "DestinationRule", service)["spec"]["trafficPolicy"]
         assert rule["tls"] == {"mode": "ISTIO_MUTUAL"}
         assert rule["outlierDetection"]["consecutive5xxErrors"] > 0
-    (telemetry,) = find(docs, "Telemetry")
-    (tracing,) = telemetry["spec"]["tracing"]
-    assert tracing["providers"] == [{"name": "jaeger-otel"}]
-    assert 0 < tracing["randomSamplingPercentage"] <= 100
+    telemetries = find(docs, "Telemetry")
+    assert {t["metadata"]["namespace"] for t in telemetries} == {NAMESPACE, "istio-ingress"}
+    for telemetry in telemetries:
+        (tracing,) = telemetry["spec"]["tracing"]
+        assert tracing["providers"] == [{"name": "jaeger-otel"}]
+        assert 0 < tracing["randomSamplingPercentage"] <= 100
 
 
 def test_gateway_routes_the_api_to_drama_service(docs: list[Doc]) -> None:
@@ -521,6 +526,72 @@ async def echo_consumer(_message: object) -> None:
     """Never called: the consume is refused."""
 
 
+def secret_refs(docs: list[Doc]) -> set[tuple[str, str]]:
+    """(Secret, key) pairs the manifests read: env, RabbitMQ user imports, KEDA auth."""
+    refs = set()
+    for _, spec in pod_specs(docs):
+        for c in spec["containers"] + spec.get("initContainers", []):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add((ref["name"], ref["key"]))
+    for user in find(docs, "User"):
+        secret = user["spec"]["importCredentialsSecret"]["name"]
+        refs |= {(secret, "username"), (secret, "password")}
+    for auth in find(docs, "TriggerAuthentication"):
+        refs |= {(r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    return refs
+
+
+def test_create_secrets_makes_every_secret_the_manifests_read(
+    rendered: dict[str, list[Doc]], tmp_path: Path
+) -> None:
+    """k8s/create-secrets.sh against a kubectl that renders instead of creating (client-side
+    dry run): every (Secret, key) either overlay reads exists, and the URLs carry the same
+    passwords as the users and databases they name."""
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True, check=True)
+    stub = tmp_path / "kubectl"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        "  *get\\ *) exit 1 ;;\n"
+        "  *create\\ namespace*) exit 0 ;;\n"
+        f'  *) {real.stdout.strip()} "$@" --dry-run=client -o yaml && echo --- ;;\n'
+        "esac\n"
+    )
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = subprocess.run(
+        ["bash", K8S / "create-secrets.sh", "--local"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    created = {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in yaml.safe_load_all(out)
+        if d
+    }
+    have = {(name, key) for name, data in created.items() for key in data}
+    for overlay, docs in rendered.items():
+        missing = secret_refs(docs) - have
+        assert not missing, f"{overlay}: {sorted(missing)}"
+    for service in SERVICES:
+        amqp = created[f"{service}-amqp"]
+        url = urllib.parse.urlsplit(amqp["AMQP_URL"])
+        assert (url.username, url.password) == (amqp["username"], amqp["password"])
+        assert url.hostname == f"rabbitmq.{NAMESPACE}.svc"
+    postgres = created["postgres-credentials"]
+    for service, user, database in (
+        ("drama", "drama", "dramas"),
+        ("episode", "episode", "episodes"),
+    ):
+        url = urllib.parse.urlsplit(created[f"{service}-service-db"]["DATABASE_URL"])
+        assert (url.username, url.path) == (user, f"/{database}")
+        assert url.password == postgres[f"{service.upper()}_DB_PASSWORD"]
+
+
 # --- observability --------------------------------------------------------------------------
 
 
@@ -582,6 +653,34 @@ def test_jaeger_is_v2_with_otlp_and_ui(docs: list[Doc]) -> None:
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert "memory" in config["extensions"]["jaeger_storage"]["backends"]["memstore"]
+
+
+def helm_values_in_guide() -> list[Doc]:
+    """The Helm values docs/deploy-kubernetes.md passes on stdin (`-f - <<'EOF_VALUES'`)."""
+    text = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    blocks = [part.split("\nEOF_VALUES\n")[0] for part in text.split("<<'EOF_VALUES'\n")[1:]]
+    return [yaml.safe_load(block) for block in blocks]
+
+
+def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> None:
+    """The istiod provider is the one the Telemetry names and points at the Jaeger Service;
+    Prometheus mounts the Istio certificates where the ServiceMonitors look for them."""
+    docs = rendered["local"]
+    istiod, stack = helm_values_in_guide()
+    (provider,) = istiod["meshConfig"]["extensionProviders"]
+    assert provider["name"] == "jaeger-otel"
+    jaeger = one(docs, "Service", "jaeger")
+    otel = provider["opentelemetry"]
+    assert otel["service"] == f"jaeger.{jaeger['metadata']['namespace']}.svc.cluster.local"
+    assert otel["port"] in {p["port"] for p in jaeger["spec"]["ports"]}
+    (mount,) = stack["prometheus"]["prometheusSpec"]["volumeMounts"]
+    for monitor in find(docs, "ServiceMonitor"):
+        tls = monitor["spec"]["endpoints"][0]["tlsConfig"]
+        for key in ("caFile", "certFile", "keyFile"):
+            assert Path(tls[key]).parent == Path(mount["mountPath"]), (monitor, key)
+    datasource = stack["grafana"]["additionalDataSources"][0]
+    assert datasource["uid"] == "jaeger"
+    assert datasource["url"].endswith(":16686")
 
 
 # --- eks wiring -----------------------------------------------------------------------------
