@@ -4,7 +4,8 @@ settings that matter (security, probes, scaling, mesh, RabbitMQ, Terraform wirin
 Core kinds are validated against the Kubernetes 1.32 schemas in strict mode; Istio, KEDA and
 Prometheus Operator objects against the cloudcoil models with unknown fields rejected at every
 level; the RabbitMQ operators' kinds have no model, so their fields are asserted here, and the
-users' permissions are tried on the real broker. checkov scans each rendered overlay once.
+users' permissions must equal compose's, which test_rabbitmq_permissions.py tries on the real
+broker. checkov scans each rendered overlay once.
 
 ``python -m tests.infra.test_k8s`` regenerates the PrometheusRules in
 k8s/observability/prometheus-rules from observability/prometheus/rules (kustomize cannot build
@@ -14,28 +15,22 @@ a PrometheusRule from a rule file); the tests fail when they drift.
 from __future__ import annotations
 
 import base64
-import hashlib
 import inspect
 import json
-import secrets
 import subprocess
 import sys
-import tempfile
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-import aiormq
 import cloudcoil.pydantic
 import kubernetes_validate  # type: ignore[import-untyped]
 import pydantic
 import pytest
 import yaml
 
-from broker import AmqpRpcClient, RpcWorker
+from broker import RpcWorker
 from tests.infra.conftest import ROOT, run
 
 # Unknown fields must fail: the cloudcoil models allow extras by default, and a model class copies
@@ -437,93 +432,17 @@ def test_rabbitmq_users_import_their_secrets(docs: list[Doc]) -> None:
     assert permissions["keda"]["permissions"] == {"configure": "^$", "write": "^$", "read": "^$"}
 
 
-def permission_regexes(docs: list[Doc], user: str) -> tuple[str, str, str]:
-    spec = one(docs, "Permission", user)["spec"]
-    assert spec["vhost"] == "/"
-    p = spec["permissions"]
-    return p["configure"], p["write"], p["read"]
-
-
-def password_hash(password: str) -> str:
-    """RabbitMQ's default hash (rabbit_password_hashing_sha256): base64(salt + sha256(salt +
-    password)), so that one import_definitions call creates every user."""
-    salt = secrets.token_bytes(4)
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
-
-
-@pytest.fixture
-def broker_users(rendered: dict[str, list[Doc]]) -> Iterator[dict[str, str]]:
-    """The services' users with the eks overlay's permission regexes, on a vhost of their own
-    of the real broker: service name -> AMQP URL."""
-    suffix = uuid.uuid4().hex[:8]
-    vhost = f"test-k8s-{suffix}"
-    users: list[dict[str, Any]] = []
-    permissions: list[dict[str, str]] = []
-    urls: dict[str, str] = {}
+def test_rabbitmq_permissions_are_composes_proven_ones(docs: list[Doc]) -> None:
+    """The same least-privilege regexes as deploy/rabbitmq/definitions.json, which
+    test_rabbitmq_permissions.py proves on the real broker (enough for a round trip, and each
+    user refused what it must not do); here the vhost is "/"."""
+    definitions = json.loads((ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text())
+    compose = {p["user"]: p for p in definitions["permissions"]}
     for service in SERVICES:
-        name, password = f"{service}-{suffix}", secrets.token_hex(16)
-        users.append(
-            {
-                "name": name,
-                "password_hash": password_hash(password),
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": [],
-            }
-        )
-        configure, write, read = permission_regexes(rendered["eks"], service)
-        permissions.append(
-            {"user": name, "vhost": vhost, "configure": configure, "write": write, "read": read}
-        )
-        urls[service] = f"amqp://{name}:{password}@127.0.0.1:5672/{vhost}"
-    definitions = {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
-    rabbitmqctl = ["rabbitmqctl", "-q"]
-    # Debian's rabbitmqctl runs as the rabbitmq user: the file must be readable by others
-    # (pytest's tmp_path is not), and 3.10 cannot read definitions from stdin.
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
-        json.dump(definitions, file)
-        file.flush()
-        Path(file.name).chmod(0o644)
-        run(*rabbitmqctl, "import_definitions", file.name)
-    try:
-        yield urls
-    finally:
-        subprocess.run([*rabbitmqctl, "delete_vhost", vhost], check=False)
-        for user in users:
-            subprocess.run([*rabbitmqctl, "delete_user", user["name"]], check=False)
-
-
-async def test_rabbitmq_permissions_are_enough_and_no_more(broker_users: dict[str, str]) -> None:
-    """With exactly the Permission regexes, each worker declares its topology and answers and
-    drama-service calls both; drama-service may not consume a worker's queue."""
-
-    async def echo(request: dict[str, Any]) -> dict[str, Any]:
-        return request
-
-    workers = []
-    for worker, queue in WORKERS.items():
-        rpc = RpcWorker(broker_users[worker], queue, grace=1.0)
-        rpc.register(f"{queue}.echo", dict, echo)
-        workers.append(rpc)
-    for rpc in workers:
-        await rpc.start()
-    try:
-        async with AmqpRpcClient(broker_users["drama-service"], timeout=5.0) as client:
-            for queue in WORKERS.values():
-                reply = await client.call(f"{queue}.echo", {"queue": queue}, dict)
-                assert reply == {"queue": queue}
-        connection = await aio_pika.connect(broker_users["drama-service"])
-        async with connection:
-            channel = await connection.channel()
-            episode_queue = await channel.get_queue("rpc.episode", ensure=False)
-            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-                await episode_queue.consume(echo_consumer)
-    finally:
-        for rpc in workers:
-            await rpc.stop()
-
-
-async def echo_consumer(_message: object) -> None:
-    """Never called: the consume is refused."""
+        spec = one(docs, "Permission", service)["spec"]
+        assert spec["vhost"] == "/"
+        expected = {k: compose[service][k] for k in ("configure", "write", "read")}
+        assert spec["permissions"] == expected, service
 
 
 def secret_refs(docs: list[Doc]) -> set[tuple[str, str]]:
