@@ -47,7 +47,7 @@ password=$pw
 host=http://keda:$pw@$rabbitmq:15672/
 END
 
-# PostgreSQL: the superuser, and one owner per database (k8s/base/postgres/init-databases.sh).
+# PostgreSQL: the superuser, and one owner per database (deploy/postgres/init-databases.sh).
 drama=$(password)
 episode=$(password)
 secret postgres-credentials <<END
@@ -56,10 +56,10 @@ DRAMA_DB_PASSWORD=$drama
 EPISODE_DB_PASSWORD=$episode
 END
 secret drama-service-db <<END
-DATABASE_URL=postgresql+asyncpg://drama:$drama@$postgres:5432/dramas
+DATABASE_URL=postgresql+asyncpg://drama:$drama@$postgres:5432/drama
 END
 secret episode-service-db <<END
-DATABASE_URL=postgresql+asyncpg://episode:$episode@$postgres:5432/episodes
+DATABASE_URL=postgresql+asyncpg://episode:$episode@$postgres:5432/episode
 END
 
 if [[ ${1:-} == --local ]]; then
