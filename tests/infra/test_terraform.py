@@ -16,10 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import hcl2  # type: ignore[import-untyped]
+import hcl2
 import pytest
 import yaml
-from hcl2.utils import SerializationOptions  # type: ignore[import-untyped]
+from hcl2.utils import SerializationOptions
 
 from .conftest import ROOT, run
 
@@ -247,11 +247,13 @@ def test_overlay_env_keys_match_the_committed_terraform_env() -> None:
 def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> None:
     """The overlay puts terraform.env's STREAM_SERVICE_ROLE_ARN on stream-service's account."""
     deployment = rendered("Deployment", "stream-service")
-    account = rendered("ServiceAccount", deployment["spec"]["template"]["spec"]["serviceAccountName"])
+    name = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    account = rendered("ServiceAccount", name)
     annotation = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert annotation == committed_overlay_env()["STREAM_SERVICE_ROLE_ARN"]
-    assert overlay_env_template()["STREAM_SERVICE_ROLE_ARN"] == (
-        block(load(PROD), "output", "stream_service_role_arn")["value"]
+    assert (
+        overlay_env_template()["STREAM_SERVICE_ROLE_ARN"]
+        == (block(load(PROD), "output", "stream_service_role_arn")["value"])
     )
 
 
@@ -315,7 +317,8 @@ def test_cluster_logs_everything_and_encrypts_secrets() -> None:
 
 
 def test_nodes_accept_istiod_webhook_calls_from_the_control_plane() -> None:
-    rules = block(load(MODULES / "cluster"), "module", "eks")["node_security_group_additional_rules"]
+    eks = block(load(MODULES / "cluster"), "module", "eks")
+    rules = eks["node_security_group_additional_rules"]
     webhook = [r for r in rules.values() if r.get("from_port") == 15017]
     assert webhook, "no node rule for istiod's webhook port 15017"
     (rule,) = webhook
@@ -382,7 +385,8 @@ def test_mesh_traces_go_to_the_jaeger_service_the_overlay_renders() -> None:
 
 def test_prometheus_selects_monitors_without_its_release_label() -> None:
     text = (MODULES / "addons" / "main.tf").read_text()
-    for setting in ("serviceMonitorSelectorNilUsesHelmValues", "podMonitorSelectorNilUsesHelmValues"):
+    for kind in ("serviceMonitor", "podMonitor", "rule"):
+        setting = f"{kind}SelectorNilUsesHelmValues"
         assert re.search(rf"{setting}\s*=\s*false", text), setting
 
 

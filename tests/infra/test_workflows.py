@@ -31,7 +31,7 @@ STALE_ACTIONLINT = (
 )
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
-Workflow = dict[str, Any]
+Workflow = dict[Any, Any]
 
 
 def workflow_files() -> list[Path]:
