@@ -68,6 +68,9 @@ module "addons" {
   alb_controller_role_arn        = module.alb_controller.role_arn
   alb_controller_namespace       = module.alb_controller.namespace
   alb_controller_service_account = module.alb_controller.service_account
+
+  # The whole cluster module, node group included: the charts wait for their pods to run.
+  depends_on = [module.cluster]
 }
 
 module "amazon_mq" {
