@@ -3,15 +3,20 @@
 Nothing here can run `terraform init` (no registry), so the structure is read with python-hcl2
 and the few values that matter are resolved by hand: module arguments, locals, variable defaults.
 The IRSA trust and the overlay wiring are checked against the rendered eks overlay, so a rename
-on either side fails here rather than as an AccessDenied on EKS.
+on either side fails here rather than as an AccessDenied on EKS. So are the add-ons: their Helm
+values (the same files the kind guide repeats), names, namespaces and storage must fit what the
+rendered overlay refers to.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
+import sys
+import urllib.parse
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,8 @@ from .conftest import ROOT, run
 TERRAFORM = ROOT / "terraform"
 MODULES = TERRAFORM / "modules"
 PROD = TERRAFORM / "envs" / "prod"
+ADDONS = MODULES / "addons"
+VALUES = ADDONS / "values"
 EKS_OVERLAY = ROOT / "k8s" / "overlays" / "eks"
 
 # Registry modules and the major version each must stay on (the current ones).
@@ -148,6 +155,66 @@ def overlay_env_template() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line)
 
 
+def release(name: str) -> Doc:
+    found: Doc = blocks(load(ADDONS), "resource", "helm_release")[name]
+    return found
+
+
+def release_namespace(name: str) -> str:
+    """The namespace a release lands in: its addon namespace key, or a variable, resolved."""
+    expression = release(name)["namespace"]
+    match = re.search(r"addon\[(?:var\.(\w+)|\"([\w-]+)\")\]|^\$\{var\.(\w+)\}$", expression)
+    assert match, expression
+    variable = match.group(1) or match.group(3)
+    return str(variable_default(ADDONS, variable)) if variable else match.group(2)
+
+
+def release_values_files(name: str) -> list[Path]:
+    """The values files a release reads, in order (each entry must be a file() of values/)."""
+    files = []
+    for entry in release(name)["values"]:
+        match = re.fullmatch(r'\$\{file\("\$\{path\.module\}/(values/[\w.-]+)"\)\}', entry)
+        assert match, f"{name}: values must come from files under values/, not {entry[:40]}"
+        files.append(ADDONS / match.group(1))
+    return files
+
+
+def release_values(name: str) -> Doc:
+    """A release's values as Helm merges its files: maps deeply, anything else replaced."""
+    merged: Doc = {}
+    for path in release_values_files(name):
+        merged = merge(merged, yaml.safe_load(path.read_text()))
+    return merged
+
+
+def merge(base: Doc, override: Doc) -> Doc:
+    out = dict(base)
+    for key, value in override.items():
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both_maps else value
+    return out
+
+
+def leaves(values: Doc, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The key paths of a values tree's non-map values."""
+    out: set[tuple[str, ...]] = set()
+    for key, value in values.items():
+        path = (*prefix, key)
+        out |= leaves(value, path) if isinstance(value, dict) else {path}
+    return out
+
+
+def guide_helm_values() -> dict[str, Doc]:
+    """The values docs/deploy-kubernetes.md passes on stdin, by the release they are for."""
+    text = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    parts = text.split("<<'EOF_VALUES'\n")
+    out = {}
+    for before, after in itertools.pairwise(parts):
+        (chart,) = re.findall(r"helm install ([\w-]+)", before)[-1:]
+        out[chart] = yaml.safe_load(after.split("\nEOF_VALUES\n")[0])
+    return out
+
+
 # Format -------------------------------------------------------------------------------------
 
 
@@ -163,6 +230,13 @@ def test_terraform_is_formatted() -> None:
             pytest.fail("terraform is not installed on CI: the workflow must set it up")
         pytest.skip("terraform is not installed here (CI installs it)")
     run(terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM)
+
+
+def test_values_files_pass_yamllint() -> None:
+    run(
+        sys.executable,
+        *("-m", "yamllint", "--strict", "-c", ROOT / ".yamllint.yaml", VALUES),
+    )
 
 
 # IRSA for stream-service ---------------------------------------------------------------------
@@ -372,22 +446,228 @@ def test_helm_releases_have_pinned_chart_versions() -> None:
 
 def test_mesh_traces_go_to_the_jaeger_service_the_overlay_renders() -> None:
     """istiod's jaeger-otel provider points at a Service and port the eks overlay really has."""
-    directory = MODULES / "addons"
-    text = (directory / "main.tf").read_text()
-    assert re.search(r'name\s*=\s*"jaeger-otel"', text)
-    host = variable_default(directory, "jaeger_otlp_service")
-    port = variable_default(directory, "jaeger_otlp_port")
-    name, namespace = host.split(".")[:2]
+    (provider,) = release_values("istiod")["meshConfig"]["extensionProviders"]
+    assert provider["name"] == "jaeger-otel"
+    otel = provider["opentelemetry"]
+    name, namespace = otel["service"].split(".")[:2]
     service = rendered("Service", name)
     assert service["metadata"]["namespace"] == namespace
-    assert port in [p["port"] for p in service["spec"]["ports"]]
+    assert otel["port"] in [p["port"] for p in service["spec"]["ports"]]
 
 
 def test_prometheus_selects_monitors_without_its_release_label() -> None:
-    text = (MODULES / "addons" / "main.tf").read_text()
+    spec = release_values("kube_prometheus_stack")["prometheus"]["prometheusSpec"]
     for kind in ("serviceMonitor", "podMonitor", "rule"):
         setting = f"{kind}SelectorNilUsesHelmValues"
-        assert re.search(rf"{setting}\s*=\s*false", text), setting
+        assert spec[setting] is False, setting
+
+
+def test_shared_values_are_the_kind_guide_values() -> None:
+    """One set of values for kind and EKS: the guide's heredocs equal the files Terraform reads.
+
+    Each release reads the shared file first and an -eks file after it; the -eks file may add
+    keys but never change one the shared file sets (Helm merges maps, so it would win silently).
+    """
+    guide = guide_helm_values()
+    for release, chart in (
+        ("istiod", "istiod"),
+        ("kube_prometheus_stack", "kube-prometheus-stack"),
+    ):
+        shared, *extras = release_values_files(release)
+        assert shared == VALUES / f"{chart}.yaml", release
+        assert yaml.safe_load(shared.read_text()) == guide[chart], f"{chart}: guide != {shared}"
+        for extra in extras:
+            overlap = leaves(yaml.safe_load(shared.read_text())) & leaves(
+                yaml.safe_load(extra.read_text())
+            )
+            assert not overlap, f"{extra.name} overrides {sorted(overlap)}"
+
+
+def test_prometheus_scrapes_with_istio_certificates_where_the_monitors_look() -> None:
+    """The sidecar writes the workload certificate where Prometheus reads it, and that is the
+    directory the ServiceMonitors' tlsConfig names (Istio's documented Prometheus set-up)."""
+    spec = release_values("kube_prometheus_stack")["prometheus"]["prometheusSpec"]
+    metadata = spec["podMetadata"]
+    assert metadata["labels"]["sidecar.istio.io/inject"] == "true"
+    annotations = metadata["annotations"]
+    assert annotations["traffic.sidecar.istio.io/includeInboundPorts"] == ""
+    assert annotations["traffic.sidecar.istio.io/includeOutboundIPRanges"] == ""
+    proxy_config = yaml.safe_load(annotations["proxy.istio.io/config"])
+    output_certs = proxy_config["proxyMetadata"]["OUTPUT_CERTS"]
+    (sidecar_mount,) = json.loads(annotations["sidecar.istio.io/userVolumeMount"])
+    assert Path(sidecar_mount["mountPath"]) == Path(output_certs)
+    (volume,) = spec["volumes"]
+    (prometheus_mount,) = spec["volumeMounts"]
+    assert volume["name"] == sidecar_mount["name"] == prometheus_mount["name"]
+    assert "emptyDir" in volume
+
+    monitors = [d for d in rendered_eks_overlay() if d["kind"] == "ServiceMonitor"]
+    assert monitors
+    for monitor in monitors:
+        for endpoint in monitor["spec"]["endpoints"]:
+            tls = endpoint["tlsConfig"]
+            for key in ("caFile", "certFile", "keyFile"):
+                assert Path(tls[key]).parent == Path(prometheus_mount["mountPath"]), key
+
+
+def test_grafana_reads_jaeger_and_files_the_dashboards_in_their_folder() -> None:
+    values = release_values("kube_prometheus_stack")["grafana"]
+    (jaeger,) = [s for s in values["additionalDataSources"] if s["type"] == "jaeger"]
+    assert jaeger["uid"] == "jaeger"
+    url = urllib.parse.urlsplit(jaeger["url"])
+    name, namespace = (url.hostname or "").split(".")[:2]
+    service = rendered("Service", name)
+    assert service["metadata"]["namespace"] == namespace
+    (query,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    assert query["name"] == "http-query"
+
+    dashboards = values["sidecar"]["dashboards"]
+    configmaps = [
+        d
+        for d in rendered_eks_overlay()
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("grafana-dashboard-")
+    ]
+    assert configmaps
+    assert dashboards["searchNamespace"] == "ALL"
+    assert dashboards["provider"]["foldersFromFilesStructure"] is True
+    for configmap in configmaps:
+        assert configmap["metadata"]["labels"][dashboards["label"]] == dashboards["labelValue"]
+        assert dashboards["folderAnnotation"] in configmap["metadata"]["annotations"]
+
+
+def test_both_rabbitmq_operators_come_without_cert_manager() -> None:
+    """The overlay's User/Permission objects need the topology operator; its webhook certificate
+    comes from the chart (no cert-manager is installed), and the broker image is compose's."""
+    kinds = {d["kind"] for d in rendered_eks_overlay()}
+    assert {"RabbitmqCluster", "User", "Permission"} <= kinds
+    release = blocks(load(ADDONS), "resource", "helm_release")["rabbitmq_cluster_operator"]
+    assert release["chart"] == "rabbitmq-cluster-operator"
+    values = release_values("rabbitmq_cluster_operator")
+    assert values["msgTopologyOperator"]["enabled"] is True
+    assert values["useCertManager"] is False
+    assert not values["msgTopologyOperator"].get("existingWebhookCertSecret")
+
+    image = values["rabbitmqImage"]
+    cluster = rendered("RabbitmqCluster", "rabbitmq")
+    assert "image" not in cluster["spec"], "the cluster names its own image: drop rabbitmqImage"
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    repository = image["repository"].removeprefix("library/")
+    assert f"{repository}:{image['tag']}" == compose["services"]["rabbitmq"]["image"]
+
+
+def test_nodes_fit_one_broker_each() -> None:
+    """The brokers' required anti-affinity puts one per node: the node group cannot go below."""
+    cluster = rendered("RabbitmqCluster", "rabbitmq")
+    replicas = cluster["spec"]["replicas"]
+    (term,) = cluster["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+
+    directory = MODULES / "cluster"
+    (group,) = block(load(directory), "module", "eks")["eks_managed_node_groups"].values()
+    for size in ("min_size", "desired_size"):
+        assert group[size] == f"${{var.node_{size}}}"
+        variable = block(load(directory), "variable", f"node_{size}")
+        assert variable["default"] >= replicas, size
+        (validation,) = variable["validation"]
+        assert validation["condition"] == f"${{var.node_{size} >= {replicas}}}", size
+        assert f"node_{size}" not in module_call("cluster"), "prod must not lower it"
+
+
+def test_ebs_csi_driver_runs_with_its_own_least_privilege_role() -> None:
+    directory = MODULES / "cluster"
+    doc = load(directory)
+    addons = block(doc, "module", "eks")["addons"]
+    assert addons["aws-ebs-csi-driver"]["service_account_role_arn"] == (
+        "${aws_iam_role.ebs_csi.arn}"
+    )
+    (trust,) = policy_statements(directory, "ebs_csi_trust")
+    assert trust["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    assert trust["principals"] == [
+        {"type": "Federated", "identifiers": ["${module.eks.oidc_provider_arn}"]}
+    ]
+    by_key = conditions(trust)
+    assert set(by_key) == {"sub", "aud"}
+    assert by_key["sub"]["values"] == ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
+    assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
+    for condition in by_key.values():
+        assert condition["test"] == "StringEquals"
+        assert condition["variable"].startswith("${module.eks.oidc_provider}:")
+
+    role = blocks(doc, "resource", "aws_iam_role")["ebs_csi"]
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.ebs_csi_trust.json}"
+    attachments = blocks(doc, "resource", "aws_iam_role_policy_attachment")
+    assert [a["policy_arn"].rsplit("/", 1)[-1] for a in attachments.values()] == [
+        "AmazonEBSCSIDriverPolicy"
+    ]
+    assert not blocks(doc, "resource", "aws_iam_role_policy")
+
+
+def test_brokers_get_encrypted_gp3_volumes_from_the_default_storage_class() -> None:
+    """RabbitmqCluster's claims use the default class unless they name one: either way, gp3."""
+    (name, storage_class), *others = blocks(
+        load(ADDONS), "resource", "kubernetes_storage_class_v1"
+    ).items()
+    assert not others
+    (metadata,) = storage_class["metadata"]
+    assert metadata["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert storage_class["storage_provisioner"] == "ebs.csi.aws.com"
+    assert storage_class["volume_binding_mode"] == "WaitForFirstConsumer"
+    assert storage_class["parameters"] == {"type": "gp3", "encrypted": "true"}
+    persistence = rendered("RabbitmqCluster", "rabbitmq")["spec"]["persistence"]
+    assert persistence.get("storageClassName", metadata["name"]) == metadata["name"] == name
+    addon_module = module_call("addons")
+    assert addon_module["depends_on"] == ["${module.cluster}"], "the driver must exist first"
+
+
+def test_addon_names_are_the_ones_the_overlay_uses() -> None:
+    """Namespaces, the gateway's release, its pod label and the principals the eks overlay names.
+
+    The `gateway` chart names its Service and ServiceAccount after the release and labels its
+    pods istio=<release without "istio-">; kube-prometheus-stack runs Prometheus as
+    <release>-prometheus; the chart's status port 15021 is the ALB's health check port.
+    """
+    gateway = release("istio_ingressgateway")
+    prometheus = release("kube_prometheus_stack")
+    namespaces = {
+        release_namespace(name) for name in blocks(load(ADDONS), "resource", "helm_release")
+    }
+
+    selected = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for policy in rendered_eks_overlay()
+        if policy["kind"] == "NetworkPolicy"
+        for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", [])
+        for peer in rule.get("from", []) + rule.get("to", [])
+        if "namespaceSelector" in peer
+    }
+    assert selected - {"kube-system"} <= namespaces
+    assert {"istio-ingress", "istio-system", "monitoring", "keda", "rabbitmq-system"} <= selected
+
+    ingress = rendered("Ingress", "drama-streaming")
+    assert ingress["metadata"]["namespace"] == release_namespace("istio_ingressgateway")
+    assert ingress["spec"]["defaultBackend"]["service"]["name"] == gateway["name"]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/healthcheck-port"] == "15021"
+    assert "ports" not in str(gateway["values"]), "the gateway's status port must stay 15021"
+
+    selector = rendered("Gateway", "drama-gateway")["spec"]["selector"]
+    assert selector == {"istio": gateway["name"].removeprefix("istio-")}
+
+    principals = {
+        principal
+        for policy in rendered_eks_overlay()
+        if policy["kind"] == "AuthorizationPolicy"
+        for rule in policy["spec"].get("rules", [])
+        for source in rule.get("from", [])
+        for principal in source["source"].get("principals", [])
+    }
+    assert principals == {
+        f"cluster.local/ns/{release_namespace('istio_ingressgateway')}/sa/{gateway['name']}",
+        f"cluster.local/ns/{release_namespace('kube_prometheus_stack')}/sa/"
+        f"{prometheus['name']}-prometheus",
+    }
 
 
 def test_alb_controller_policy_is_the_shipped_json() -> None:

@@ -48,18 +48,6 @@ variable "monitoring_namespace" {
   default     = "monitoring"
 }
 
-variable "jaeger_otlp_service" {
-  description = "Jaeger's OTLP/gRPC Service as k8s/ deploys it; the mesh's trace provider jaeger-otel sends there."
-  type        = string
-  default     = "jaeger.drama-streaming.svc.cluster.local"
-}
-
-variable "jaeger_otlp_port" {
-  description = "Port of Jaeger's OTLP/gRPC receiver."
-  type        = number
-  default     = 4317
-}
-
 variable "chart_versions" {
   description = "Pinned chart versions; upgrade deliberately, one release at a time."
   type = object({

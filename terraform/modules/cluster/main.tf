@@ -1,6 +1,7 @@
 # The EKS cluster: API endpoint private, or public only from the CIDRs given; every control plane
 # log type; Kubernetes Secrets envelope-encrypted with a KMS key the module creates (rotation on);
-# the IAM OIDC provider for IRSA; one managed node group in the private subnets.
+# the IAM OIDC provider for IRSA; one managed node group in the private subnets; the EBS CSI
+# driver with its own IRSA role.
 module "eks" {
   #checkov:skip=CKV_TF_1:a registry module pinned by version constraint (the registry has no commit-hash syntax); .terraform.lock.hcl pins the providers.
   source  = "terraform-aws-modules/eks/aws"
@@ -37,6 +38,10 @@ module "eks" {
     kube-proxy = {}
     vpc-cni = {
       before_compute = true
+    }
+    # PersistentVolumes for the RabbitMQ brokers (the addons module's default gp3 StorageClass).
+    aws-ebs-csi-driver = {
+      service_account_role_arn = aws_iam_role.ebs_csi.arn
     }
   }
 
@@ -77,4 +82,43 @@ module "eks" {
   }
 
   tags = var.tags
+}
+
+data "aws_partition" "current" {}
+
+# IRSA for the EBS CSI driver's controller (the add-on's ServiceAccount in kube-system), pinned on
+# :sub and :aud; AWS's managed policy for the driver, nothing else. The volumes are encrypted with
+# the account's aws/ebs key, which that policy covers.
+data "aws_iam_policy_document" "ebs_csi_trust" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [module.eks.oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${module.eks.oidc_provider}:sub"
+      values   = ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${module.eks.oidc_provider}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "ebs_csi" {
+  name               = "${var.name}-ebs-csi-driver"
+  assume_role_policy = data.aws_iam_policy_document.ebs_csi_trust.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 }

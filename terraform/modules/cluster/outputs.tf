@@ -32,3 +32,8 @@ output "node_security_group_id" {
   description = "Security group shared by the nodes (and so by the pods)."
   value       = module.eks.node_security_group_id
 }
+
+output "ebs_csi_role_arn" {
+  description = "IRSA role of the EBS CSI driver's controller."
+  value       = aws_iam_role.ebs_csi.arn
+}

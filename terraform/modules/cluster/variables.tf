@@ -46,6 +46,13 @@ variable "node_min_size" {
   description = "Minimum nodes; three spread the RabbitMQ and service replicas across zones."
   type        = number
   default     = 3
+
+  # k8s/base/rabbitmq runs three brokers with required anti-affinity (one per node): fewer nodes
+  # leave a broker Pending and the quorum queues without their third member.
+  validation {
+    condition     = var.node_min_size >= 3
+    error_message = "RabbitMQ runs three brokers, one per node: the node group needs at least three nodes."
+  }
 }
 
 variable "node_max_size" {
@@ -58,6 +65,11 @@ variable "node_desired_size" {
   description = "Nodes at creation (the node group ignores later changes made by autoscalers)."
   type        = number
   default     = 3
+
+  validation {
+    condition     = var.node_desired_size >= 3
+    error_message = "RabbitMQ runs three brokers, one per node: start with at least three nodes."
+  }
 }
 
 variable "tags" {
