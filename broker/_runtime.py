@@ -124,7 +124,7 @@ def service_main(
     try:
         loaded = settings()
         configure_logging(service, loaded.log_level)
-        use_event_loop(Env(os.environ).choice("EVENT_LOOP", "asyncio", ("asyncio", "uvloop")))
+        use_event_loop(Env(os.environ).choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")))
         if args.command == "seed":
             asyncio.run(seed(loaded, args))
             return 0
