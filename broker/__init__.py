@@ -5,6 +5,7 @@ Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`,
 :func:`serving_rpc_http`. Errors are described in :mod:`broker._errors`.
 """
 
+from ._cache import ReadCache
 from ._client import AmqpRpcClient, RpcClient
 from ._db import SqlStore, open_engine
 from ._env import Env
@@ -20,7 +21,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
-from ._faults import FaultAck, FaultRule, InjectedFault, send_fault_rule
+from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
 from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event
@@ -42,6 +43,7 @@ __all__ = [
     "InjectedFault",
     "NotFound",
     "QueueType",
+    "ReadCache",
     "RpcClient",
     "RpcError",
     "RpcNotFound",
@@ -55,6 +57,7 @@ __all__ = [
     "collect_timings",
     "configure_logging",
     "configure_tracing",
+    "db_delay",
     "exemplar",
     "instrument_engine",
     "metrics_app",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from broker import AmqpRpcClient, HttpRpcClient, metrics_handler, redact_url
+from broker import AmqpRpcClient, HttpRpcClient, ReadCache, metrics_handler, redact_url
 
 from . import handlers
 from .openapi import openapi
@@ -28,6 +28,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         store = await DramaStore.open(settings.database_url)
+        store.cache = ReadCache("dramas", settings.cache_ttl_ms / 1000)
         app[handlers.STORE] = store
         yield
         await store.close()

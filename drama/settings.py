@@ -23,6 +23,7 @@ class Settings:
     rpc_timeout_ms: int = 3000
     rpc_publisher_confirms: bool = True
     log_level: str = "INFO"
+    cache_ttl_ms: int = 2000
     # How the workers are called: through RabbitMQ, or over HTTP at these base URLs.
     rpc_transport: RpcTransport = "amqp"
     episode_rpc_url: str | None = None
@@ -44,6 +45,7 @@ class Settings:
             rpc_timeout_ms=env.integer("RPC_TIMEOUT_MS", 3000, low=1, high=600_000),
             rpc_publisher_confirms=env.flag("RPC_PUBLISHER_CONFIRMS", default=True),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            cache_ttl_ms=env.integer("CACHE_TTL_MS", 2000, low=0, high=3_600_000),
             rpc_transport="http" if transport == "http" else "amqp",
             episode_rpc_url=urls["EPISODE_RPC_URL"],
             stream_rpc_url=urls["STREAM_RPC_URL"],

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker import SqlStore
+from broker import ReadCache, SqlStore
 from catalog import CatalogDrama
 
 __all__ = ["Drama", "DramaStore", "dramas", "metadata"]
@@ -64,12 +64,21 @@ class DramaStore(SqlStore):
     """The dramas table behind one engine (and its connection pool)."""
 
     metadata = metadata
+    # Dramas by id, seconds stale at most (CACHE_TTL_MS); off until the service sets it.
+    cache: ReadCache[int, Drama] = ReadCache("dramas", 0)
 
     async def get(self, drama_id: int) -> Drama | None:
+        cached = self.cache.get(drama_id)
+        if cached is not None:
+            return cached
         async with self._engine.connect() as conn:
             result = await conn.execute(_SELECT.where(dramas.c.id == drama_id))
             row = result.one_or_none()
-        return None if row is None else _drama(row)
+        if row is None:
+            return None
+        drama = _drama(row)
+        self.cache.put(drama_id, drama)
+        return drama
 
     async def page(self, after_id: int | None, limit: int) -> list[Drama]:
         """Up to ``limit`` dramas with ids above ``after_id``, by id: keyset pagination."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from broker import RpcWorker
+from broker import FaultRule, RpcWorker, send_fault_rule
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.stack import Stack
 from tests.conftest import StackConfigFactory, free_port
@@ -55,6 +56,8 @@ def traced_stack(
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
             "OTEL_PROPAGATORS": "tracecontext,baggage,b3multi",
+            # The whole waterfall, database included, on every request (the cache has its test).
+            "CACHE_TTL_MS": "0",
         }
         return Stack(stack_config(env=exporting | env))
 
@@ -202,6 +205,41 @@ async def test_detail_request_is_one_trace_across_three_services(
             assert all(len(line["span_id"]) == 16 for line in lines)
 
 
+async def test_cache_answers_repeats_and_steps_aside_for_a_slow_database(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    otlp = receiver[0]
+
+    async def detail(stack: Stack) -> list[Span]:
+        """One GET /dramas/1; the names of its trace's database spans, by service."""
+        trace_id = uuid.uuid4().hex
+        traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+        async with http.get(
+            f"{stack.config.base_url}/dramas/1", headers={"traceparent": traceparent}
+        ) as response:
+            assert response.status == 200
+
+        def arrived(spans: list[Span]) -> bool:
+            names = {s.name for s in spans if s.trace_id == trace_id}
+            return set(expected_tree("/dramas/{id}")) | {"GET /dramas/{id}"} <= names
+
+        await otlp.wait_for(arrived)
+        return otlp.trace(trace_id)
+
+    def database(trace: list[Span]) -> set[str]:
+        return {s.service for s in trace if "db.system" in s.attributes}
+
+    async with traced_stack(CACHE_TTL_MS="60000") as stack:
+        assert database(await detail(stack)) == {"drama-service", "episode-service"}
+        assert database(await detail(stack)) == set()  # both answered from their caches
+        rule = FaultRule(method="episode.list", db_delay_ms=1)
+        assert await send_fault_rule(stack.config.amqp_url, rule, expect=1, wait=10)
+        # A slow-database fault must reach the database: the cache steps aside.
+        assert database(await detail(stack)) == {"episode-service"}
+
+
 async def test_page_is_one_trace_with_batched_calls(
     traced_stack: StackFactory,
     receiver: tuple[OtlpReceiver, str],
@@ -261,6 +299,10 @@ async def test_queue_wait_is_real(
     burst = 12
     async with traced_stack(PREFETCH="1") as stack:
         base = stack.config.base_url
+        # A handler of a known 10 ms (pre-signing alone takes well under 1 ms): one at a time,
+        # each request waits behind those before it by whole handler times, not by noise.
+        rule = FaultRule(method="stream.presign", delay_ms=10)
+        assert await send_fault_rule(stack.config.amqp_url, rule, expect=1, wait=10)
         responses = await asyncio.gather(
             *(http.get(f"{base}/dramas/{i % 20 + 1}") for i in range(burst))
         )
