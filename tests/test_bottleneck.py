@@ -1,8 +1,9 @@
 """End to end: make a bottleneck on purpose in the real services, and the analyser names it.
 
-One stack, its spans kept by the stack's own OTLP sink; three phases of requests, each in its own
-time window: no fault, a slow stream worker, a congested episode queue. The stack is stopped
-before the analysis, so every service has flushed its spans and the sink has written them.
+One stack, its spans kept by the stack's own OTLP sink; four phases of requests, each in its own
+time window: no fault, a slow stream worker, a congested episode queue, a slow episode database.
+The stack is stopped before the analysis, so every service has flushed its spans and the sink
+has written them.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ async def test_the_analyser_names_the_bottleneck_made_on_purpose(
         await fault(amqp, 2, clear=True)
         await fault(amqp, 1, queue="rpc.episode", prefetch=1, delay_ms=15)
         windows["congested episode"] = await drive(base, 48, 16)
+        await fault(amqp, 2, clear=True)
+        await fault(amqp, 1, method="episode.list", db_delay_ms=30)
+        windows["slow episode database"] = await drive(base, 30, 4)
     traces = select(load_traces([config.spans_path]), None, DETAIL)
     reports: dict[str, Report] = {}
     for phase, window in windows.items():
@@ -85,6 +89,12 @@ async def test_the_analyser_names_the_bottleneck_made_on_purpose(
     assert congested is not None
     assert congested["category"] == "queue_wait"
     assert congested["where"] == "episode-service:queue wait episode.list"
+
+    slow_db = reports["slow episode database"].bottleneck()
+    assert slow_db is not None
+    assert slow_db["category"] == "db"
+    assert slow_db["service"] == "episode-service"
+    assert slow_db["operation"].startswith("SELECT")
 
     # No fault, no invented category: nothing crosses a mesh or a network hop here, every
     # microsecond is explained by a span, and the 50 ms of the slow phase is not there.
