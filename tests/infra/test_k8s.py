@@ -323,9 +323,17 @@ def test_autoscaled_deployments_leave_replicas_to_the_scaler(docs: list[Doc]) ->
 def test_seed_job_seeds_each_store(docs: list[Doc], overlay: str) -> None:
     """One Job, so no two replicas race on a schema; the media only where MinIO is (local)."""
     spec = one(docs, "Job", "seed")["spec"]["template"]["spec"]
-    commands = [c["command"] for c in spec.get("initContainers", []) + spec["containers"]]
+    steps = spec.get("initContainers", []) + spec["containers"]
+    commands = [c["command"] for c in steps if c["command"][0] == "python"]
     services = ["drama", "episode"] + (["stream"] if overlay == "local" else [])
     assert sorted(commands) == [["python", "-m", s, "seed"] for s in services]
+    if overlay == "local":  # MinIO's bucket and users first, as compose's minio-init
+        names = [c["name"] for c in steps]
+        assert names.index("minio-init") < names.index("stream-seed")
+        (init,) = [c for c in steps if c["name"] == "minio-init"]
+        assert init["command"] == ["/bin/sh", "/init/init.sh"]
+        script = one(docs, "ConfigMap", "minio-init")["data"]["init.sh"]
+        assert script == (ROOT / "deploy" / "minio" / "init.sh").read_text()
     # A sidecar would keep the Job's pod from completing.
     annotations = one(docs, "Job", "seed")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["sidecar.istio.io/inject"] == "false"
@@ -462,36 +470,60 @@ def secret_refs(docs: list[Doc]) -> set[tuple[str, str]]:
     return refs
 
 
+def create_secrets(
+    tmp_path: Path, existing: dict[str, dict[str, str]] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """k8s/create-secrets.sh --local against a kubectl that knows the ``existing`` Secrets and
+    renders the ones the script creates (client-side dry run) as YAML documents on stdout."""
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True, check=True)
+    (tmp_path / "existing.json").write_text(json.dumps(existing or {}))
+    stub = tmp_path / "kubectl"
+    stub.write_text(
+        f"#!{sys.executable}\n"
+        "import base64, json, subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        f"existing = json.load(open({str(tmp_path / 'existing.json')!r}))\n"
+        "if 'namespace' in args:\n"
+        "    sys.exit(0)\n"
+        "if 'get' in args:\n"
+        "    data = existing.get(args[args.index('secret') + 1])\n"
+        "    if data is None:\n"
+        "        sys.exit(1)\n"
+        "    for arg in args:\n"
+        "        if arg.startswith('jsonpath={.data.'):\n"
+        "            value = data[arg.removeprefix('jsonpath={.data.').rstrip('}')]\n"
+        "            print(base64.b64encode(value.encode()).decode(), end='')\n"
+        "    sys.exit(0)\n"
+        f"kubectl = {real.stdout.strip()!r}\n"
+        "proc = subprocess.run([kubectl, *args, '--dry-run=client', '-o', 'yaml'])\n"
+        "print('---')\n"
+        "sys.exit(proc.returncode)\n"
+    )
+    stub.chmod(0o755)
+    return subprocess.run(
+        ["bash", K8S / "create-secrets.sh", "--local"],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def created_secrets(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    assert proc.returncode == 0, proc.stderr
+    return {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in yaml.safe_load_all(proc.stdout)
+        if d
+    }
+
+
 def test_create_secrets_makes_every_secret_the_manifests_read(
     rendered: dict[str, list[Doc]], tmp_path: Path
 ) -> None:
-    """k8s/create-secrets.sh against a kubectl that renders instead of creating (client-side
-    dry run): every (Secret, key) either overlay reads exists, and the URLs carry the same
-    passwords as the users and databases they name."""
-    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True, check=True)
-    stub = tmp_path / "kubectl"
-    stub.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in\n'
-        "  *get\\ *) exit 1 ;;\n"
-        "  *create\\ namespace*) exit 0 ;;\n"
-        f'  *) {real.stdout.strip()} "$@" --dry-run=client -o yaml && echo --- ;;\n'
-        "esac\n"
-    )
-    stub.chmod(0o755)
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
-    out = subprocess.run(
-        ["bash", K8S / "create-secrets.sh", "--local"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    created = {
-        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
-        for d in yaml.safe_load_all(out)
-        if d
-    }
+    """Every (Secret, key) either overlay reads exists, and the URLs carry the same passwords as
+    the users and databases they name."""
+    created = created_secrets(create_secrets(tmp_path))
     have = {(name, key) for name, data in created.items() for key in data}
     for overlay, docs in rendered.items():
         missing = secret_refs(docs) - have
@@ -507,6 +539,70 @@ def test_create_secrets_makes_every_secret_the_manifests_read(
         url = urllib.parse.urlsplit(created[f"{service}-service-db"]["DATABASE_URL"])
         assert (url.username, url.path) == (service, f"/{service}")
         assert url.password == postgres[f"{service.upper()}_DB_PASSWORD"]
+
+
+def test_create_secrets_completes_a_partial_run_with_the_kept_passwords(tmp_path: Path) -> None:
+    """A first run stopped after postgres-credentials: PostgreSQL set the roles' passwords from
+    it, so the DATABASE_URLs made now must carry those, not new random ones."""
+    kept = {"POSTGRES_PASSWORD": "su", "DRAMA_DB_PASSWORD": "d0", "EPISODE_DB_PASSWORD": "e0"}
+    created = created_secrets(create_secrets(tmp_path, {"postgres-credentials": kept}))
+    assert "postgres-credentials" not in created  # kept as it is
+    for service, password in (("drama", "d0"), ("episode", "e0")):
+        url = urllib.parse.urlsplit(created[f"{service}-service-db"]["DATABASE_URL"])
+        assert url.password == password, service
+
+
+@pytest.mark.parametrize("owner_exists", [True, False])
+def test_create_secrets_refuses_a_database_url_its_role_does_not_have(
+    tmp_path: Path, *, owner_exists: bool
+) -> None:
+    """A kept DATABASE_URL whose password differs from postgres-credentials' (or whose owner
+    Secret is gone) can never log in: stop with a message instead of completing the set."""
+    existing = {
+        "drama-service-db": {
+            "DATABASE_URL": f"postgresql+asyncpg://drama:stale@postgres.{NAMESPACE}.svc:5432/drama"
+        }
+    }
+    if owner_exists:
+        existing["postgres-credentials"] = {
+            "POSTGRES_PASSWORD": "su",
+            "DRAMA_DB_PASSWORD": "d0",
+            "EPISODE_DB_PASSWORD": "e0",
+        }
+    proc = create_secrets(tmp_path, existing)
+    assert proc.returncode != 0
+    assert "delete secret/drama-service-db and rerun" in proc.stderr
+    made = {d["metadata"]["name"] for d in yaml.safe_load_all(proc.stdout) if d}
+    assert not made & {"postgres-credentials", "drama-service-db", "episode-service-db"}
+
+
+def test_stream_service_never_gets_minio_root_credentials(
+    rendered: dict[str, list[Doc]], tmp_path: Path
+) -> None:
+    """stream-service signs URLs as MinIO user stream-service, which init.sh allows s3:GetObject
+    only: the key it reads names that user, and its secret is the one minio-init gives it."""
+    for overlay, docs in rendered.items():
+        spec = one(docs, "Deployment", "stream-service")["spec"]["template"]["spec"]
+        for c in spec["containers"] + spec.get("initContainers", []):
+            refs = {
+                (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            } | {(e["secretRef"]["name"], "*") for e in c.get("envFrom", []) if "secretRef" in e}
+            assert not {name for name, _ in refs} & {"minio-credentials"}, (overlay, c["name"])
+            assert not {key for _, key in refs} & {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    local = rendered["local"]
+    stream = container(one(local, "Deployment", "stream-service"))
+    by_name = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in stream["env"] if "valueFrom" in e}
+    seed = one(local, "Job", "seed")["spec"]["template"]["spec"]
+    (init,) = [c for c in seed["initContainers"] if c["name"] == "minio-init"]
+    given = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"] if "valueFrom" in e}
+    assert by_name["AWS_SECRET_ACCESS_KEY"] == given["STREAM_SERVICE_SECRET"]
+    created = created_secrets(create_secrets(tmp_path))
+    key = by_name["AWS_ACCESS_KEY_ID"]
+    assert created[key["name"]][key["key"]] == "stream-service"
+    script = (ROOT / "deploy" / "minio" / "init.sh").read_text()
+    assert 'grant stream-service "$STREAM_SERVICE_SECRET" media-read' in script
 
 
 # --- observability --------------------------------------------------------------------------

@@ -242,6 +242,44 @@ def test_values_files_pass_yamllint() -> None:
 # IRSA for stream-service ---------------------------------------------------------------------
 
 
+def github_subjects() -> set[str]:
+    """The OIDC `sub` each AWS-using job of .github/workflows gets, for repository ${repo}.
+
+    A job in an environment gets `environment:<name>`; any other job gets `ref:<its ref>`, and a
+    workflow_run-triggered job (release.yml, after ci) runs on the default branch: main.
+    """
+    subjects = set()
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        workflow = yaml.safe_load(path.read_text())
+        on = workflow.get("on", workflow.get(True))
+        for job in workflow["jobs"].values():
+            if job.get("permissions", {}).get("id-token") != "write" or "steps" not in job:
+                continue
+            if "environment" in job:
+                subjects.add(f"repo:${{repo}}:environment:{job['environment']}")
+            else:
+                # a ref-trusted job runs only on main, after ci
+                assert set(on) == {"workflow_run"}, path.name
+                assert on["workflow_run"]["branches"] == ["main"], path.name
+                subjects.add("repo:${repo}:ref:refs/heads/main")
+    return subjects
+
+
+def test_github_deploy_role_trusts_exactly_the_subjects_the_workflows_get() -> None:
+    """release.yml (workflow_run after ci: main's ref) and deploy.yml (the production
+    environment) must be able to assume the role, and nothing else: no wildcard, no other ref."""
+    (statement,) = policy_statements(PROD, "github_trust")
+    by_key = conditions(statement)
+    assert set(by_key) == {"sub", "aud"}
+    assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
+    assert by_key["sub"]["test"] == "StringEquals"
+    trusted = {
+        resolve(value.replace("${var.github_repository}", "${repo}"), PROD)
+        for value in by_key["sub"]["values"]
+    }
+    assert trusted == github_subjects()
+
+
 def test_irsa_trust_subject_is_the_rendered_stream_service_account() -> None:
     """The role's :sub is exactly the ServiceAccount stream-service runs as on EKS.
 

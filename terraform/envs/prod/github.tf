@@ -1,6 +1,9 @@
 # GitHub Actions reaches AWS through OIDC: no access keys exist. The deploy role trusts tokens of
-# this repository only, from the main branch (release.yml: build and push) or from a job in the
-# protected environment (deploy.yml: kubectl apply), and only for STS.
+# this repository only, and only for STS, with one of two subjects: ref:refs/heads/main (release.yml
+# builds and pushes; it runs on workflow_run after ci.yml, and a workflow_run job carries the
+# default branch's ref, so main must stay the default branch) or environment:<github_environment>
+# (deploy.yml's job in the protected environment: kubectl apply). tests/infra/test_terraform.py
+# derives both from the workflows.
 
 resource "aws_iam_openid_connect_provider" "github" {
   count = var.create_github_oidc_provider ? 1 : 0
