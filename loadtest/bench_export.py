@@ -29,7 +29,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AnyValue
 
@@ -146,8 +146,9 @@ def measure(rounds: int, batch: int, repeat: int) -> dict[str, list[float]]:
             "export protobuf": lambda: exporters["protobuf"].export(spans),
             "export json": lambda: exporters["json"].export(spans),
         }
-        for action in actions.values():  # warm up: imports, connections
-            action()
+        for name, action in actions.items():  # warm up: imports, connections
+            if action() is SpanExportResult.FAILURE:
+                raise SystemExit(f"{name}: the sink refused the batch")
         samples: dict[str, list[float]] = {name: [] for name in actions}
         for n in range(rounds):
             for name in list(actions) if n % 2 == 0 else list(reversed(actions)):
@@ -157,12 +158,23 @@ def measure(rounds: int, batch: int, repeat: int) -> dict[str, list[float]]:
     return samples
 
 
+def body_bytes(batch: int) -> dict[str, float]:
+    """Request body bytes a span, uncompressed."""
+    spans = request_spans(batch)
+    return {
+        "protobuf": len(pb_encode(spans).SerializePartialToString()) / batch,
+        "json": len(json_encode(spans)) / batch,
+    }
+
+
 def report(samples: dict[str, list[float]], batch: int) -> str:
     median = {name: statistics.median(values) for name, values in samples.items()}
+    size = body_bytes(batch)
     lines = [f"{f'µs a span, batch {batch}':<24}{'protobuf':>10}{'json':>8}{'ratio':>8}"]
     for kind in ("encode", "export"):
         protobuf, json = median[f"{kind} protobuf"], median[f"{kind} json"]
         lines.append(f"{kind:<24}{protobuf:>10.2f}{json:>8.2f}{protobuf / json:>7.1f}x")
+    lines.append(f"{'body bytes a span':<24}{size['protobuf']:>10.0f}{size['json']:>8.0f}")
     lines.append(
         f"(CPU time of the exporting thread, medians of {len(samples['encode json'])} "
         "alternating rounds)"

@@ -41,6 +41,7 @@ from opentelemetry.util.types import AnyValue
 
 from broker import ConfigError
 from broker._otlp import OtlpJsonSpanExporter, encode_spans
+from loadtest import bench_export
 from loadtest.traces import load_traces
 from tests.conftest import free_port
 from tests.otlp import request_from_json
@@ -424,3 +425,12 @@ async def test_configure_tracing_rejects_other_protocols(collector: Collector) -
     assert code != 0
     assert "ConfigError: OTEL_EXPORTER_OTLP_PROTOCOL must be http/json or http/protobuf" in stderr
     assert collector.headers == []
+
+
+def test_the_export_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m loadtest.bench_export``, tiny: both exporters deliver, the table is printed."""
+    assert bench_export.main(["--rounds", "1", "--batch", "16", "--repeat", "1"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("µs a span, batch 16")
+    assert "encode" in table
+    assert "export" in table
