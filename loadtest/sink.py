@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gzip
 import json
 import queue
 import signal
@@ -188,9 +187,7 @@ def _decode(body: bytes, is_json: bool) -> tuple[Payload, int]:
 
 
 async def export(request: web.Request) -> web.Response:
-    body = await request.read()
-    if request.headers.get("Content-Encoding") == "gzip":
-        body = gzip.decompress(body)
+    body = await request.read()  # aiohttp has undone any gzip or deflate Content-Encoding
     is_json = request.content_type == "application/json"
     try:
         payload, spans = _decode(body, is_json)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
+import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -45,8 +47,29 @@ def _attributes(pairs: list[KeyValue]) -> dict[str, Any]:
     return {pair.key: _value(pair.value) for pair in pairs}
 
 
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def request_from_json(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP/JSON body as the message it stands for, strictly (unknown fields fail).
+
+    OTLP/JSON is protobuf's JSON mapping except for the ids, hex instead of base64: they are
+    turned back into base64 before protobuf's own parser reads the rest.
+    """
+    document = json.loads(body)
+    for resource_spans in document.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for item in [span, *span.get("links", [])]:
+                    for field_name in ("traceId", "spanId", "parentSpanId"):
+                        if field_name in item:
+                            item[field_name] = _b64(item[field_name])
+    return json_format.ParseDict(document, ExportTraceServiceRequest())
+
+
 class OtlpReceiver:
-    """``POST /v1/traces`` in OTLP/protobuf; ``wait_for`` blocks until a condition holds."""
+    """``POST /v1/traces`` in OTLP/protobuf or OTLP/JSON; ``wait_for`` waits for a condition."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
@@ -55,10 +78,9 @@ class OtlpReceiver:
         self.app.router.add_post("/v1/traces", self._export)
 
     async def _export(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        export = ExportTraceServiceRequest.FromString(body)
+        body = await request.read()  # aiohttp has undone any gzip or deflate Content-Encoding
+        is_json = request.content_type == "application/json"
+        export = request_from_json(body) if is_json else ExportTraceServiceRequest.FromString(body)
         received = []
         for resource_spans in export.resource_spans:
             service = _attributes(list(resource_spans.resource.attributes))["service.name"]
@@ -81,6 +103,8 @@ class OtlpReceiver:
         async with self._changed:
             self.spans.extend(received)
             self._changed.notify_all()
+        if is_json:
+            return web.json_response({})
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(),
             content_type="application/x-protobuf",
