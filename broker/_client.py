@@ -13,8 +13,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aio_pika
 import aio_pika.abc
@@ -55,7 +55,14 @@ from ._wire import (
 )
 
 T = TypeVar("T")
-_Incoming = aio_pika.abc.AbstractIncomingMessage
+
+
+class _Incoming(NamedTuple):
+    """A reply as the caller needs it: its headers and body (no aio-pika message wrapped)."""
+
+    headers: Mapping[str, Any]
+    body: bytes
+
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +246,10 @@ class AmqpRpcClient:
             raise RpcUnavailable(method, "broker connection dropped") from None
         finally:
             self._pending.pop(correlation_id, None)
+            if future.done() and not future.cancelled():
+                # Failed by a lost connection while the publish failed too: the error raised
+                # is the publish's; mark this one seen, or asyncio logs it as never retrieved.
+                future.exception()
         timing = CallTiming(
             method=method,
             round_trip_ns=time.monotonic_ns() - started,
@@ -301,16 +312,19 @@ class AmqpRpcClient:
 
     async def _consume_replies(self) -> None:
         assert self._channel is not None
-        # Direct reply-to: consumed without acks on the channel that publishes the requests.
+        # Direct reply-to: consumed without acks on the channel that publishes the requests,
+        # on aiormq's channel itself: wrapping every reply in an aio-pika message cost more
+        # CPU than the rest of the reply path (docs/performance.md).
         self._amqp = await self._channel.get_underlay_channel()
-        queue = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-        await queue.consume(self._on_reply, no_ack=True)
+        await self._amqp.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         self._ready.set()
 
-    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        pending = self._pending.pop(message.correlation_id or "", None)
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        properties = message.header.properties
+        pending = self._pending.pop(properties.correlation_id or "", None)
         if pending is not None and not pending[1].done():
-            pending[1].set_result((message, time.time_ns()))
+            reply = _Incoming(properties.headers or {}, message.body)
+            pending[1].set_result((reply, time.time_ns()))
         # A reply with no pending call arrived after its call timed out: nothing waits for it.
 
     def _on_channel_close(self, _channel: Any, exc: BaseException | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -62,7 +63,7 @@ def encode_error(error_type: str, message: str) -> bytes:
     return _encoder.encode({"error": {"type": error_type, "message": message}})
 
 
-def header_int(headers: dict[str, Any] | None, name: str) -> int | None:
+def header_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
     """An integer header, or None when it is absent or not an integer."""
     if not headers:
         return None

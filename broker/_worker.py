@@ -25,9 +25,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 import msgspec
+from aiormq.abc import DeliveredMessage
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from pamqp.commands import Basic
 
 from ._errors import HandlerError
 from ._faults import FaultRule, Faults
@@ -151,6 +154,7 @@ class RpcWorker:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._amqp: aiormq.abc.AbstractChannel | None = None  # the consuming channel itself
         self._faults = Faults(queue, prefetch) if faults else None
         self._consumer_tag: str | None = None
 
@@ -230,7 +234,9 @@ class RpcWorker:
             )
             for method in self._routes:
                 await self._queue.bind(exchange, routing_key=method)
-            self._consumer_tag = await self._queue.consume(self._on_message)
+            assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
+            channel.reopen_callbacks.add(self._on_channel_reopen)
+            await self._consume()
             if self._faults is not None:
                 await self._listen_for_faults(channel)
         except BaseException:
@@ -293,11 +299,28 @@ class RpcWorker:
         Deliveries still unacked stay with the channel and are acked as usual.
         """
         assert self._channel is not None
-        assert self._queue is not None
+        assert self._amqp is not None
         assert self._consumer_tag is not None
-        await self._queue.cancel(self._consumer_tag)
+        await self._amqp.basic_cancel(self._consumer_tag)
         await self._channel.set_qos(prefetch_count=prefetch)
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        await self._consume()
+
+    async def _consume(self) -> None:
+        """Consume on aiormq's channel itself: an aio-pika message wrapped around every request
+        and reply cost more CPU than the rest of the worker's path (docs/performance.md)."""
+        assert self._channel is not None
+        self._amqp = await self._channel.get_underlay_channel()
+        consuming = await self._amqp.basic_consume(self._queue_name, self._on_message)
+        self._consumer_tag = consuming.consumer_tag
+
+    async def _on_channel_reopen(self, _channel: object) -> None:
+        # aio-pika restores the consumers it made; this one is ours to restore.
+        if self._stopping:
+            return
+        try:
+            await self._consume()
+        except Exception:
+            log.exception("worker reconnected but could not consume queue=%s", self._queue_name)
 
     def _on_reconnect(self, _connection: object) -> None:
         log.info("worker reconnected to the broker, queue=%s", self._queue_name)
@@ -305,12 +328,12 @@ class RpcWorker:
     async def stop(self) -> None:
         """Stop consuming, finish in-flight requests, close the connection."""
         self._stopping = True
-        if self._queue is not None and self._consumer_tag is not None:
-            # A robust channel waits for the connection to come back before it cancels: bound
-            # it, since closing the connection stops deliveries anyway.
+        if self._amqp is not None and self._consumer_tag is not None:
+            # Bounded: a channel that is going cannot cancel, and closing the connection
+            # stops deliveries anyway.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
-                    await self._queue.cancel(self._consumer_tag)
+                    await self._amqp.basic_cancel(self._consumer_tag)
         if self._inflight:
             log.info("worker draining %d in-flight requests", len(self._inflight))
             _done, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
@@ -322,10 +345,10 @@ class RpcWorker:
 
     # -- per message -----------------------------------------------------------------------
 
-    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: DeliveredMessage) -> None:
         if self._stopping:
             # Delivered as the consumer was being cancelled: leave it for another worker.
-            await message.nack(requeue=True)
+            await message.channel.basic_nack(_tag(message), requeue=True)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -337,19 +360,21 @@ class RpcWorker:
             # request if it is still unacked; if it is not, rejecting it is all that is left.
             log.exception("rpc not completed method=%s", message.routing_key)
             with contextlib.suppress(Exception):
-                await message.reject(requeue=False)
+                await message.channel.basic_reject(_tag(message), requeue=False)
         finally:
             self._inflight.discard(task)
 
-    async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _handle(self, message: DeliveredMessage) -> None:
         received_ns = time.time_ns()
         method = message.routing_key or ""
-        sent_at = header_int(message.headers, SENT_AT_NS)
+        properties = message.header.properties
+        headers = properties.headers or {}
+        sent_at = header_int(headers, SENT_AT_NS)
         queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
         # The caller's PRODUCER span is the parent of the wait and of the processing.
-        parent = propagate.extract(message.headers or {})
+        parent = propagate.extract(headers)
         attributes = messaging_attributes(
-            "process", self._topology.exchange, method, message.correlation_id, message.body
+            "process", self._topology.exchange, method, properties.correlation_id, message.body
         )
         attributes["messaging.destination.subscription.name"] = self._queue_name
         sampled = trace.get_current_span(parent).get_span_context().trace_flags.sampled
@@ -380,7 +405,7 @@ class RpcWorker:
 
     async def _complete(
         self,
-        message: aio_pika.abc.AbstractIncomingMessage,
+        message: DeliveredMessage,
         method: str,
         sent_at: int | None,
         received_ns: int,
@@ -395,38 +420,39 @@ class RpcWorker:
             log.warning(
                 "rpc dead-lettered method=%s correlation_id=%s reason=%s: %s",
                 method,
-                message.correlation_id,
+                message.header.properties.correlation_id,
                 reject.error_type,
                 reject.message,
             )
-            if reject.reply and message.reply_to:
+            if reject.reply and message.header.properties.reply_to:
                 await self._reply(
                     message,
                     encode_error(reject.error_type, reject.message),
                     time.monotonic_ns() - started,
                     queue_wait_ns,
                 )
-            await message.reject(requeue=False)
+            await message.channel.basic_reject(_tag(message), requeue=False)
             return reject.error_type
         if body is None:
             # The deadline passed while handling: the caller has its timeout already.
-            log.warning("rpc late method=%s correlation_id=%s", method, message.correlation_id)
+            correlation_id = message.header.properties.correlation_id
+            log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
         else:
             await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns)
-        await message.ack()
+        await message.channel.basic_ack(_tag(message))
         return outcome
 
     async def _dispatch_message(
         self,
-        message: aio_pika.abc.AbstractIncomingMessage,
+        message: DeliveredMessage,
         method: str,
         sent_at: int | None,
         received_ns: int,
     ) -> tuple[bytes | None, str]:
         """:meth:`_dispatch` for a message: one without ``reply_to`` cannot be answered."""
-        if not message.reply_to:
+        if not message.header.properties.reply_to:
             raise _Reject("bad_request", "request has no reply_to", reply=False)
-        timeout_ms = header_int(message.headers, TIMEOUT_MS)
+        timeout_ms = header_int(message.header.properties.headers, TIMEOUT_MS)
         return await self._dispatch(method, message.body, sent_at, timeout_ms, received_ns)
 
     async def _dispatch(
@@ -476,24 +502,29 @@ class RpcWorker:
 
     async def _reply(
         self,
-        message: aio_pika.abc.AbstractIncomingMessage,
+        message: DeliveredMessage,
         body: bytes,
         handler_ns: int,
         queue_wait_ns: int,
     ) -> None:
-        assert self._channel is not None
         headers: dict[str, Any] = {
             HANDLER_NS: handler_ns,
             QUEUE_WAIT_NS: queue_wait_ns,
             SENT_AT_NS: time.time_ns(),  # the reply's own send time: the caller's reply wait
         }
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                body,
-                content_type=CONTENT_TYPE,
-                correlation_id=message.correlation_id,
-                headers=headers,
+        request = message.header.properties
+        # Not mandatory: a caller that went away is not an error here.
+        await message.channel.basic_publish(
+            body,
+            routing_key=request.reply_to or "",
+            properties=Basic.Properties(
+                content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
             ),
-            routing_key=message.reply_to or "",
-            mandatory=False,  # a caller that went away is not an error here
         )
+
+
+def _tag(message: DeliveredMessage) -> int:
+    """The delivery tag (a consumer's deliveries always carry one)."""
+    tag = message.delivery_tag
+    assert tag is not None
+    return tag

@@ -193,6 +193,10 @@ async def test_broker_connections_closed_under_load(
         )
         assert await closer.wait() == 0
         closed = time.monotonic()
+        # drama-service has seen its connection go (a request failed since), so that a
+        # readiness probe answered before it noticed cannot pass for a recovery.
+        async with progress:
+            await progress.wait_for(lambda: any(s != 200 for s, *_ in outcomes))
         # Recovered: drama-service ready again and both workers consuming again.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
