@@ -273,7 +273,8 @@ def _endpoint(
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span,
-            Handling(method, span, "http", 0) as handling,
+            # A path is anyone's to invent: metrics label unknown methods as one series.
+            Handling(method if known else "unknown", span, "http", 0) as handling,
         ):
             started = time.monotonic_ns()
             try:

@@ -77,6 +77,10 @@ class _Reject(Exception):
         self.reply = reply
 
 
+class _ReplyRefused(Exception):
+    """The broker nacked a reply: its request must not be acked as answered."""
+
+
 class Handling:
     """The bookkeeping of one request on any transport: the in-flight gauge, the handler
     duration by outcome, the span's status and the request's log line.
@@ -155,6 +159,8 @@ class RpcWorker:
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the consuming channel itself
+        self._consuming = asyncio.Lock()  # one consumer at a time (see _consume_locked)
+        self._recovery: asyncio.Task[None] | None = None
         self._faults = Faults(queue, prefetch) if faults else None
         self._consumer_tag: str | None = None
 
@@ -210,30 +216,7 @@ class RpcWorker:
             channel = await self._connection.channel(publisher_confirms=self._confirms)
             self._channel = channel
             await channel.set_qos(prefetch_count=self._prefetch)
-            exchange = await channel.declare_exchange(
-                self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            dlx = await channel.declare_exchange(
-                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            # Bounded, so that an overload (every expired request lands here) cannot fill the
-            # broker; the oldest go first.
-            dead = await channel.declare_queue(
-                self._topology.dead_letter_queue,
-                durable=True,
-                arguments={"x-max-length": 100_000, "x-message-ttl": 7 * 24 * 3600 * 1000},
-            )
-            await dead.bind(dlx)
-            self._queue = await channel.declare_queue(
-                self._queue_name,
-                durable=True,
-                arguments={
-                    "x-queue-type": self._queue_type,
-                    "x-dead-letter-exchange": self._topology.dead_letter_exchange,
-                },
-            )
-            for method in self._routes:
-                await self._queue.bind(exchange, routing_key=method)
+            await self._declare(channel)
             assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
             channel.reopen_callbacks.add(self._on_channel_reopen)
             await self._consume()
@@ -248,6 +231,33 @@ class RpcWorker:
             ",".join(self._routes),
             self._prefetch,
         )
+
+    async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        """The exchanges, the dead-letter queue, this worker's queue and its bindings."""
+        exchange = await channel.declare_exchange(
+            self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        # Bounded, so that an overload (every expired request lands here) cannot fill the
+        # broker; the oldest go first.
+        dead = await channel.declare_queue(
+            self._topology.dead_letter_queue,
+            durable=True,
+            arguments={"x-max-length": 100_000, "x-message-ttl": 7 * 24 * 3600 * 1000},
+        )
+        await dead.bind(dlx)
+        self._queue = await channel.declare_queue(
+            self._queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": self._queue_type,
+                "x-dead-letter-exchange": self._topology.dead_letter_exchange,
+            },
+        )
+        for method in self._routes:
+            await self._queue.bind(exchange, routing_key=method)
 
     async def _listen_for_faults(self, channel: aio_pika.abc.AbstractChannel) -> None:
         """A private queue on the control exchange; malformed rules are dead-lettered."""
@@ -299,28 +309,67 @@ class RpcWorker:
         Deliveries still unacked stay with the channel and are acked as usual.
         """
         assert self._channel is not None
-        assert self._amqp is not None
-        assert self._consumer_tag is not None
-        await self._amqp.basic_cancel(self._consumer_tag)
-        await self._channel.set_qos(prefetch_count=prefetch)
-        await self._consume()
+        async with self._consuming:
+            await self._channel.set_qos(prefetch_count=prefetch)
+            await self._consume_locked()
 
     async def _consume(self) -> None:
+        async with self._consuming:
+            await self._consume_locked()
+
+    async def _consume_locked(self) -> None:
         """Consume on aiormq's channel itself: an aio-pika message wrapped around every request
-        and reply cost more CPU than the rest of the worker's path (docs/performance.md)."""
+        and reply cost more CPU than the rest of the worker's path (docs/performance.md).
+
+        One consumer at a time (the caller holds ``_consuming``): a consumer of this worker still
+        on the current channel is cancelled first, so that two fault rules or a rule and a
+        reconnect cannot leave two consumers (and twice the prefetch) behind.
+        """
         assert self._channel is not None
-        self._amqp = await self._channel.get_underlay_channel()
-        consuming = await self._amqp.basic_consume(self._queue_name, self._on_message)
+        amqp = await self._channel.get_underlay_channel()
+        if self._consumer_tag is not None and self._amqp is amqp:
+            await amqp.basic_cancel(self._consumer_tag)
+        self._consumer_tag = None
+        self._amqp = amqp
+        amqp.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+        consuming = await amqp.basic_consume(self._queue_name, self._on_message)
         self._consumer_tag = consuming.consumer_tag
 
     async def _on_channel_reopen(self, _channel: object) -> None:
         # aio-pika restores the consumers it made; this one is ours to restore.
-        if self._stopping:
+        self._consumer_tag = None  # of the channel that went: not ready until consuming again
+        if not self._stopping:
+            self._keep_consuming()
+
+    async def _on_consumer_cancelled(self, frame: Basic.Cancel) -> None:
+        """The broker cancelled our consumer (the queue was deleted, say): not ready, and
+        declare and consume again until it works."""
+        if frame.consumer_tag != self._consumer_tag:
             return
-        try:
-            await self._consume()
-        except Exception:
-            log.exception("worker reconnected but could not consume queue=%s", self._queue_name)
+        self._consumer_tag = None
+        log.error("the broker cancelled the consumer of queue=%s", self._queue_name)
+        if not self._stopping:
+            self._keep_consuming()
+
+    def _keep_consuming(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Declare the queue and consume again, backing off up to 30 s between tries."""
+        delay = 0.5
+        while not self._stopping and self._consumer_tag is None:
+            try:
+                async with self._consuming:
+                    assert self._channel is not None
+                    await self._declare(self._channel)
+                    await self._consume_locked()
+            except Exception as exc:  # noqa: BLE001 - whatever failed, recovery tries again
+                log.warning("worker could not consume queue=%s: %r", self._queue_name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+            else:
+                log.info("worker consuming again queue=%s", self._queue_name)
 
     def _on_reconnect(self, _connection: object) -> None:
         log.info("worker reconnected to the broker, queue=%s", self._queue_name)
@@ -328,6 +377,10 @@ class RpcWorker:
     async def stop(self) -> None:
         """Stop consuming, finish in-flight requests, close the connection."""
         self._stopping = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
         if self._amqp is not None and self._consumer_tag is not None:
             # Bounded: a channel that is going cannot cancel, and closing the connection
             # stops deliveries anyway.
@@ -353,18 +406,20 @@ class RpcWorker:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        settled = [False]  # acked or rejected: a second answer would close the channel
         try:
-            await self._handle(message)
+            await self._handle(message, settled)
         except Exception:
             # The reply or the ack failed (the channel is going): the broker redelivers the
             # request if it is still unacked; if it is not, rejecting it is all that is left.
             log.exception("rpc not completed method=%s", message.routing_key)
-            with contextlib.suppress(Exception):
-                await message.channel.basic_reject(_tag(message), requeue=False)
+            if not settled[0]:
+                with contextlib.suppress(Exception):
+                    await message.channel.basic_reject(_tag(message), requeue=False)
         finally:
             self._inflight.discard(task)
 
-    async def _handle(self, message: DeliveredMessage) -> None:
+    async def _handle(self, message: DeliveredMessage, settled: list[bool]) -> None:
         received_ns = time.time_ns()
         method = message.routing_key or ""
         properties = message.header.properties
@@ -400,7 +455,7 @@ class RpcWorker:
                 RPC_QUEUE_WAIT.labels(method).observe(queue_wait_ns / 1e9, exemplar())
             with Handling(method, span, "amqp", queue_wait_ns) as handling:
                 handling.outcome = await self._complete(
-                    message, method, sent_at, received_ns, queue_wait_ns
+                    message, method, sent_at, received_ns, queue_wait_ns, settled=settled
                 )
 
     async def _complete(
@@ -410,6 +465,8 @@ class RpcWorker:
         sent_at: int | None,
         received_ns: int,
         queue_wait_ns: int,
+        *,
+        settled: list[bool],
     ) -> str:
         """Dispatch, reply, and ack or dead-letter; the outcome."""
         started = time.monotonic_ns()
@@ -432,6 +489,7 @@ class RpcWorker:
                     queue_wait_ns,
                 )
             await message.channel.basic_reject(_tag(message), requeue=False)
+            settled[0] = True
             return reject.error_type
         if body is None:
             # The deadline passed while handling: the caller has its timeout already.
@@ -440,6 +498,7 @@ class RpcWorker:
         else:
             await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns)
         await message.channel.basic_ack(_tag(message))
+        settled[0] = True
         return outcome
 
     async def _dispatch_message(
@@ -514,13 +573,16 @@ class RpcWorker:
         }
         request = message.header.properties
         # Not mandatory: a caller that went away is not an error here.
-        await message.channel.basic_publish(
+        confirmation = await message.channel.basic_publish(
             body,
             routing_key=request.reply_to or "",
             properties=Basic.Properties(
                 content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
             ),
         )
+        if isinstance(confirmation, Basic.Nack):
+            # Not acked as answered: the request is dead-lettered instead (_on_message).
+            raise _ReplyRefused("the broker refused the reply (nack)")
 
 
 def _tag(message: DeliveredMessage) -> int:

@@ -56,7 +56,8 @@ async def measure(
     before = {name: cpu_us(pid) for name, pid in pids.items()}
     started = time.time_ns() // 1000
     result = await load(url, rate, seconds, out)
-    window = (started, time.time_ns() // 1000)
+    # The analysis leaves out the load generator's 1 s of warm-up, as its latencies do.
+    window = (started + 1_000_000, time.time_ns() // 1000)
     after = {name: cpu_us(pid) for name, pid in pids.items()}
     # Warm-up requests cost CPU too: divide by every request sent.
     requests = max(1, round(result["rate"]["sent"] * seconds + rate * 1))

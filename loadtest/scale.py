@@ -5,8 +5,8 @@ Three checks of issue 7, each printed with its verdict:
 - **a page against a detail**: CPU per request (every process, from /proc) of
   ``GET /dramas?limit=20`` over ``GET /dramas/{id}``: at most 3;
 - **catalogue size**: the same two requests against a catalogue of 20 dramas and one of 10,000,
-  ids spread over the whole catalogue (``wrk`` with a Lua script), the read caches off so that
-  every request reaches the database: within 10%. A query that scanned would not be;
+  ids and pages spread over the whole catalogue (``wrk`` with a Lua script), the read caches off
+  so that every request reaches the database: within 10%. A query that scanned would not be;
 - **memory**: each service's resident memory after 10,000 requests and after 100,000: within 10%.
 
 Each catalogue is a local stack of its own (own vhost, ports and SQLite files), tracing off.
@@ -18,29 +18,44 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
+from drama.handlers import encode_cursor
+
 from .bench import broker_pid, cpu_us, parse_wrk
 from .stack import Stack, StackConfig, StackError, vhost
 
 SERVICES = ("drama", "episode", "stream")
-# wrk picks a random drama (detail) or a random page start (list) for every request.
+# wrk picks a random drama (detail) or a random page of the catalogue (list, by one of the
+# cursors written into the script) for every request.
 LUA = """
 math.randomseed(os.time())
 local n = tonumber(os.getenv("SCALE_DRAMAS"))
 local kind = os.getenv("SCALE_KIND")
+local cursors = {%s}
 request = function()
-  local id = math.random(1, n)
   if kind == "detail" then
-    return wrk.format("GET", "/dramas/" .. id)
+    return wrk.format("GET", "/dramas/" .. math.random(1, n))
   end
-  return wrk.format("GET", "/dramas?limit=20")
+  local cursors_n = cursors[n]
+  return wrk.format("GET", "/dramas?limit=20&cursor=" .. cursors_n[math.random(#cursors_n)])
 end
 """
+
+
+def lua(catalogues: tuple[int, ...]) -> str:
+    """The script, with 200 random page cursors for each catalogue size."""
+    rng = random.Random(1)
+    tables = []
+    for n in catalogues:
+        cursors = (encode_cursor(rng.randrange(0, max(1, n - 19))) for _ in range(200))
+        tables.append(f"[{n}] = {{" + ", ".join(f'"{c}"' for c in cursors) + "}")
+    return LUA % ", ".join(tables)
 
 
 def rss_kib(pid: int) -> int:
@@ -115,7 +130,7 @@ async def scale(args: argparse.Namespace) -> dict[str, Any]:
     amqp = os.environ.get("AMQP_URL", StackConfig.amqp_url).rstrip("/")
     workdir = args.json.parent / "scale"
     script = workdir / "scale.lua"
-    script.write_text(LUA)
+    script.write_text(lua((20, 10_000)))
     result: dict[str, Any] = {}
     for label, dramas in (("20", None), ("10000", 10_000)):
         with vhost(f"scale-{uuid.uuid4().hex[:6]}") as name:

@@ -4,6 +4,7 @@ cleared at run time through the broker's control exchange."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -196,3 +197,65 @@ async def test_cli_reports_the_workers_answers(
     assert "error_rate" in capsys.readouterr().err
     assert await cli("--queue", "rpc.none", "--wait", "0.2") == 1
     assert "no worker answered" in capsys.readouterr().err
+
+
+async def consumers(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.consumer_count or 0
+
+
+@pytest.mark.usefixtures("worker")
+async def test_rules_at_once_leave_one_consumer(
+    amqp_url: str, topology: Topology, queue_name: str
+) -> None:
+    rules = [FaultRule(queue=queue_name, prefetch=n) for n in (2, 3, 4)]
+    await asyncio.gather(
+        *(
+            send_fault_rule(amqp_url, rule, exchange=topology.control_exchange, expect=1, wait=5)
+            for rule in rules
+        )
+    )
+    assert await consumers(amqp_url, queue_name) == 1
+
+
+class LogWaiter(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_a_deleted_queue_is_declared_and_consumed_again(
+    amqp_url: str, queue_name: str, client: AmqpRpcClient, worker: RpcWorker
+) -> None:
+    cancelled = LogWaiter("the broker cancelled the consumer")
+    again = LogWaiter("worker consuming again")
+    logger = logging.getLogger("broker._worker")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # "consuming again" is an INFO record
+    for waiter in (cancelled, again):
+        logger.addHandler(waiter)
+    try:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(queue_name)  # the broker cancels the worker's consumer
+        async with asyncio.timeout(10):
+            await cancelled.seen.wait()
+            await again.seen.wait()
+    finally:
+        logger.setLevel(level)
+        for waiter in (cancelled, again):
+            logger.removeHandler(waiter)
+    assert worker.ready
+    assert await consumers(amqp_url, queue_name) == 1
+    assert (await client.call("t.echo", Ask(5), Answer)).value == 5
