@@ -238,7 +238,15 @@ async def test_sigterm_during_load_loses_no_accepted_request(
         assert await stack.stop_process("drama") == 0
         results = await asyncio.gather(*requests, return_exceptions=True)
     answered = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, aiohttp.ClientConnectorError)]
+    # Not accepted: a connection refused once the port closed, or an idle keep-alive connection
+    # the server closed as it stopped, with the request still on its way (aiohttp closes only
+    # connections with no request in progress; a client retries those, as HTTP allows).
+    not_accepted = (
+        aiohttp.ClientConnectorError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    )
+    refused = [r for r in results if isinstance(r, not_accepted)]
     assert len(answered) + len(refused) == len(results), [
         r for r in results if isinstance(r, BaseException)
     ]
