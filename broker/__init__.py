@@ -22,7 +22,7 @@ from ._errors import (
     RpcUnroutable,
 )
 from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
-from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http
+from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http, serving_worker
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event
 from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
@@ -69,5 +69,6 @@ __all__ = [
     "service_main",
     "serving_metrics",
     "serving_rpc_http",
+    "serving_worker",
     "stop_event",
 ]

@@ -17,6 +17,7 @@ caller decodes the envelope first and falls back on the status only when there i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.parse
@@ -38,6 +39,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._metrics import serving_metrics
 from ._telemetry import TRACER, CallTiming
 from ._wire import (
     CONTENT_TYPE,
@@ -350,3 +352,26 @@ async def serving_rpc_http(worker: RpcWorker, host: str, port: int) -> AsyncIter
         yield
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving_worker(
+    worker: RpcWorker,
+    *,
+    metrics_host: str,
+    metrics_port: int,
+    http_host: str,
+    http_port: int | None,
+) -> AsyncIterator[None]:
+    """A worker's process, for the block: ``/metrics`` and the probes on ``metrics_port``
+    (ready while it consumes), the worker itself, and its methods over HTTP when ``http_port``
+    is set. HTTP is entered after the worker, so left first: it drains before the queue does.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            serving_metrics(metrics_host, metrics_port, lambda: worker.ready)
+        )
+        await stack.enter_async_context(worker)
+        if http_port is not None:
+            await stack.enter_async_context(serving_rpc_http(worker, http_host, http_port))
+        yield

@@ -10,7 +10,7 @@ import sys
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from broker import redact_url, service_main, serving_metrics, serving_rpc_http, stop_event
+from broker import redact_url, service_main, serving_worker, stop_event
 from catalog import sample
 
 from .settings import Settings
@@ -30,14 +30,14 @@ async def run(settings: Settings) -> None:
         s3 = await stack.enter_async_context(open_s3(settings))
         worker = build_worker(settings, s3)
         await stack.enter_async_context(
-            serving_metrics(settings.metrics_host, settings.metrics_port, lambda: worker.ready)
-        )
-        await stack.enter_async_context(worker)
-        if settings.rpc_http_port is not None:
-            # Entered after the worker, so left first: HTTP drains before the queue does.
-            await stack.enter_async_context(
-                serving_rpc_http(worker, settings.rpc_http_host, settings.rpc_http_port)
+            serving_worker(
+                worker,
+                metrics_host=settings.metrics_host,
+                metrics_port=settings.metrics_port,
+                http_host=settings.rpc_http_host,
+                http_port=settings.rpc_http_port,
             )
+        )
         log.info(
             "stream-service ready, bucket %s, broker %s",
             settings.media_bucket,
