@@ -42,6 +42,7 @@ from typing import Any
 
 from broker import AmqpRpcClient
 
+from .analyze import percentile
 from .echo_worker import METHOD as ECHO
 from .echo_worker import Ask, Episodes
 from .stack import Stack, StackConfig, StackError, vhost
@@ -74,11 +75,6 @@ def broker_pid() -> int:
     if not found.stdout.strip():
         raise StackError("no beam.smp process: make bench meters a local RabbitMQ")
     return int(found.stdout.split()[0])
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -155,12 +151,22 @@ def parse_wrk(text: str) -> dict[str, float]:
     return result
 
 
-async def wrk(target: Target, connections: int, seconds: int) -> dict[str, float]:
-    """One wrk run; CPU per request of each process (wrk's own read just before it ends)."""
+async def wrk(
+    target: Target,
+    connections: int,
+    seconds: int,
+    *,
+    script: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, float]:
+    """One wrk run (``script``: a Lua script choosing the requests, ``env`` its variables);
+    CPU per request of each process, wrk's own read just before it ends."""
     before = {name: cpu_us(pid) for name, pid in target.pids.items()}
+    scripted = ["-s", str(script)] if script is not None else []
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
-        target.url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        *scripted, target.url, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     await asyncio.sleep(seconds * 0.98)
     wrk_us = cpu_us(process.pid)
@@ -170,7 +176,7 @@ async def wrk(target: Target, connections: int, seconds: int) -> dict[str, float
     requests = max(1.0, result["rps"] * seconds)
     cpu = {name: (after[name] - before[name]) / requests for name in target.pids}
     cpu["wrk"] = wrk_us / requests
-    for name in PROCESSES:
+    for name in PROCESSES:  # the figures the table shows; cpu_us_total counts every process
         result[f"cpu_us_{name}"] = cpu.get(name, 0.0)
     result["cpu_us_total"] = sum(cpu.values())
     return result
@@ -185,7 +191,7 @@ async def project_round_trips(client: AmqpRpcClient, count: int) -> dict[str, fl
         started = time.perf_counter()
         await client.call(ECHO, request, Episodes)
         latencies.append(time.perf_counter() - started)
-    return {"p50_us": percentile(latencies, 0.5) * 1e6, "p99_us": percentile(latencies, 0.99) * 1e6}
+    return {"p50_us": percentile(latencies, 50) * 1e6, "p99_us": percentile(latencies, 99) * 1e6}
 
 
 async def floor_round_trips(reference: Path, amqp_url: str, count: int) -> dict[str, float]:

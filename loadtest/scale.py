@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 from drama.handlers import encode_cursor
 
-from .bench import broker_pid, cpu_us, parse_wrk
+from .bench import Target, broker_pid
+from .bench import wrk as bench_wrk
 from .stack import Stack, StackConfig, StackError, vhost
 
 SERVICES = ("drama", "episode", "stream")
@@ -68,17 +68,10 @@ def rss_kib(pid: int) -> int:
 async def wrk(
     url: str, script: Path, env: dict[str, str], seconds: int, pids: dict[str, int]
 ) -> dict[str, float]:
-    before = {name: cpu_us(pid) for name, pid in pids.items()}
-    process = await asyncio.create_subprocess_exec(
-        "wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "5s", "--latency", "-s",
-        str(script), url, env={**os.environ, **env}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await process.communicate()
-    after = {name: cpu_us(pid) for name, pid in pids.items()}
-    result = parse_wrk(out.decode())
-    requests = max(1.0, result["rps"] * seconds)
-    result["cpu_us"] = sum(after[n] - before[n] for n in pids) / requests
+    """:func:`loadtest.bench.wrk` at 32 connections; ``cpu_us``: the services' and the
+    broker's CPU per request (wrk's own left out)."""
+    result = await bench_wrk(Target(url, pids), 32, seconds, script=script, env=env)
+    result["cpu_us"] = result["cpu_us_total"] - result["cpu_us_wrk"]
     return result
 
 
