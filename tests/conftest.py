@@ -11,10 +11,12 @@ from typing import Any
 
 import aio_pika
 import pytest
+from aiohttp import web
 
 from broker import Topology
 from loadtest.stack import Stack, StackConfig
 from loadtest.stack import vhost as rabbitmq_vhost
+from tests.otlp import OtlpReceiver
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -26,6 +28,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[OtlpReceiver, str]]:
+    """An OTLP/HTTP receiver on a free port, and its URL (OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    otlp = OtlpReceiver()
+    runner = web.AppRunner(otlp.app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield otlp, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
 
 
 @pytest.fixture

@@ -432,22 +432,11 @@ def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -
     assert ("Service", master_host) in docs
 
 
-@pytest.fixture
-async def otlp() -> AsyncIterator[tuple[OtlpReceiver, str]]:
-    receiver = OtlpReceiver()
-    runner = web.AppRunner(receiver.app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield receiver, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
 @pytest.mark.timeout(120)
 async def test_load_on_the_real_services_is_marked_synthetic_in_their_traces(
-    stack_config: StackConfigFactory, otlp: tuple[OtlpReceiver, str]
+    stack_config: StackConfigFactory, receiver: tuple[OtlpReceiver, str]
 ) -> None:
-    receiver, endpoint = otlp
+    otlp, endpoint = receiver
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
@@ -471,8 +460,8 @@ async def test_load_on_the_real_services_is_marked_synthetic_in_their_traces(
 
         # The measured requests, the user's, and at least one page of discovery.
         expected = result["requests"] + 1 + 1
-        await receiver.wait_for(lambda spans: len(servers(spans)) >= expected)
-    spans = servers(receiver.spans)
+        await otlp.wait_for(lambda spans: len(servers(spans)) >= expected)
+    spans = servers(otlp.spans)
     users = [s for s in spans if "synthetic" not in s.attributes]
     assert len(users) == 1
     assert users[0].name == "GET /dramas/{id}"

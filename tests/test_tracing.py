@@ -14,7 +14,6 @@ import aio_pika
 import aiohttp
 import msgspec
 import pytest
-from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,24 +22,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from broker import FaultRule, RpcWorker, send_fault_rule
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.stack import Stack
-from tests.conftest import StackConfigFactory, free_port
+from tests.conftest import StackConfigFactory
 from tests.otlp import OtlpReceiver, Span, waterfall
 
 pytestmark = pytest.mark.timeout(120)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[OtlpReceiver, str]]:
-    otlp = OtlpReceiver()
-    runner = web.AppRunner(otlp.app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield otlp, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
