@@ -37,10 +37,6 @@ class ReadCache(Generic[K, V]):
         self._hit = CACHE_LOOKUPS.labels(name, "hit")
         self._miss = CACHE_LOOKUPS.labels(name, "miss")
 
-    @property
-    def enabled(self) -> bool:
-        return self._entries is not None
-
     def get(self, key: K) -> V | None:
         if self._entries is None or db_delay() > 0:
             return None
