@@ -24,8 +24,15 @@ from ._errors import (
 from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
 from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http, serving_worker
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
-from ._runtime import configure_logging, redact_url, service_main, stop_event
-from ._telemetry import CallTiming, collect_timings, configure_tracing, instrument_engine
+from ._runtime import configure_logging, redact_url, service_main, stop_event, use_event_loop
+from ._telemetry import (
+    CallTiming,
+    collect_timings,
+    configure_tracing,
+    instrument_engine,
+    request_logged,
+    set_request_log,
+)
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
@@ -64,11 +71,14 @@ __all__ = [
     "metrics_handler",
     "open_engine",
     "redact_url",
+    "request_logged",
     "rpc_http_app",
     "send_fault_rule",
     "service_main",
     "serving_metrics",
     "serving_rpc_http",
     "serving_worker",
+    "set_request_log",
     "stop_event",
+    "use_event_loop",
 ]

@@ -9,12 +9,15 @@ pending call fails at once when the channel or connection drops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 import aio_pika
 import aio_pika.abc
@@ -40,7 +43,14 @@ from ._metrics import (
     RPC_OVERHEAD,
     exemplar,
 )
-from ._telemetry import TRACER, CallTiming, messaging_attributes, record_timing, span_error
+from ._telemetry import (
+    TRACER,
+    CallTiming,
+    messaging_attributes,
+    record_timing,
+    span_error,
+    unsampled,
+)
 from ._wire import (
     CONTENT_TYPE,
     DIRECT_REPLY_TO,
@@ -133,6 +143,7 @@ class AmqpRpcClient:
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
+        self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -208,48 +219,52 @@ class AmqpRpcClient:
             raise RpcUnavailable(method, "not connected to the broker")
         body = encode(request)  # before the call is registered: a bad request leaves nothing
         correlation_id = self._prefix + str(next(self._ids))
-        future: asyncio.Future[tuple[_Incoming, int]]
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[_Incoming, int]] = loop.create_future()
         self._pending[correlation_id] = (method, future)
         headers: dict[str, Any] = {SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)}
         exchange = self._topology.exchange
+        # The PRODUCER span only in a sampled trace: unsampled, it would carry nothing, and the
+        # call span's context (still valid, with its trace id) is what the worker continues.
+        producer: trace.Span | None = None
+        if trace.get_current_span().get_span_context().trace_flags.sampled:
+            producer = self._tracer.start_span(
+                f"send {exchange}:{method}",
+                kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes("send", exchange, method, correlation_id, body),
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            propagate.inject(headers, context=trace.set_span_in_context(producer))
+        else:
+            propagate.inject(headers)
+        properties = Basic.Properties(
+            content_type=CONTENT_TYPE,
+            correlation_id=correlation_id,
+            message_id=correlation_id,  # unique already: aiormq need not make a UUID
+            reply_to=DIRECT_REPLY_TO,
+            # A request nobody picks up in time dies in the queue, not late.
+            expiration=str(max(1, round(timeout * 1000))),
+            headers=headers,
+        )
         started = time.monotonic_ns()
+        # The publish, and its confirmation, run beside the wait for the reply: a reply proves
+        # the request was routed, so the caller never waits for the confirmation as well; a
+        # return (unroutable) or a nack fails the call as soon as it comes (_publish_done).
+        publish = loop.create_task(self._publish(producer, exchange, method, body, properties))
+        self._publishing.add(publish)
+        publish.add_done_callback(functools.partial(self._publish_done, method, future))
         try:
             async with asyncio.timeout(timeout):
-                with self._tracer.start_as_current_span(
-                    f"send {exchange}:{method}",
-                    kind=SpanKind.PRODUCER,
-                    attributes=messaging_attributes("send", exchange, method, correlation_id, body),
-                    record_exception=False,
-                    set_status_on_exception=False,
-                ) as producer:
-                    propagate.inject(headers)
-                    properties = Basic.Properties(
-                        content_type=CONTENT_TYPE,
-                        correlation_id=correlation_id,
-                        reply_to=DIRECT_REPLY_TO,
-                        # A request nobody picks up in time dies in the queue, not late.
-                        expiration=str(max(1, round(timeout * 1000))),
-                        headers=headers,
-                    )
-                    await self._publish(producer, exchange, method, body, properties)
                 reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
         except _LINK_ERRORS as exc:
             raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # our caller cancelled us
-            # aiormq fails pending confirms with CancelledError when it drops a stuck connection.
-            raise RpcUnavailable(method, "broker connection dropped") from None
         finally:
             self._pending.pop(correlation_id, None)
-            if future.done() and not future.cancelled():
-                # Failed by a lost connection while the publish failed too: the error raised
-                # is the publish's; mark this one seen, or asyncio logs it as never retrieved.
-                future.exception()
+            if not future.done() or future.cancelled():
+                publish.cancel()  # timed out or cancelled: a publish still queued goes too
         timing = CallTiming(
             method=method,
             round_trip_ns=time.monotonic_ns() - started,
@@ -262,7 +277,7 @@ class AmqpRpcClient:
             # Wall clocks of two hosts: clamped at 0, the skew-free figure is round trip - handler.
             reply_start = min(max(replied_at, headers[SENT_AT_NS]), received_ns)
             timing = timing._replace(reply_wait_ns=received_ns - reply_start)
-            if producer.get_span_context().trace_flags.sampled:
+            if producer is not None:
                 self._tracer.start_span(
                     f"reply wait {method}",
                     context=trace.set_span_in_context(producer),
@@ -274,39 +289,74 @@ class AmqpRpcClient:
                 ).end(end_time=received_ns)
         return reply.body, timing
 
+    def _publish_done(
+        self,
+        method: str,
+        future: asyncio.Future[tuple[_Incoming, int]],
+        publish: asyncio.Task[None],
+    ) -> None:
+        """A publish that failed fails its call, unless the reply is there already."""
+        self._publishing.discard(publish)
+        if publish.cancelled():
+            if not future.done():
+                # aiormq fails pending confirms with CancelledError when it drops a stuck
+                # connection; a cancelled call has its future done already.
+                future.set_exception(RpcUnavailable(method, "broker connection dropped"))
+            return
+        exc = publish.exception()
+        if exc is not None and not future.done():
+            future.set_exception(exc)
+
     async def _publish(
         self,
-        producer: trace.Span,
+        producer: trace.Span | None,
         exchange: str,
         method: str,
         body: bytes,
         properties: Basic.Properties,
     ) -> None:
+        """Publish and wait for the confirmation; ends the PRODUCER span, if any."""
+        span = producer or trace.INVALID_SPAN
+        try:
+            try:
+                confirmation = await self._send(method, exchange, body, properties)
+            except _LINK_ERRORS as exc:
+                span_error(span, type(exc).__name__, repr(exc))
+                raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
+            except BaseException as exc:
+                span_error(span, type(exc).__name__, repr(exc))
+                raise
+            # On a confirming channel aiormq hands back a returned (unroutable) message as the
+            # publish result; aio-pika's return callbacks are not re-hooked after a reconnect,
+            # so this is the one place that sees every return.
+            if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+                span_error(span, "unroutable", "no queue bound")
+                raise RpcUnroutable(method, "no worker queue is bound to this method")
+            if isinstance(confirmation, Basic.Nack):
+                span_error(span, "nack", "the broker refused the message")
+                raise RpcUnavailable(method, "the broker refused the request (nack)")
+        finally:
+            span.end()
+
+    async def _send(
+        self, method: str, exchange: str, body: bytes, properties: Basic.Properties
+    ) -> object:
         if self._amqp is None:
             raise RpcUnavailable(method, "not connected to the broker")
-        try:
-            # On the channel itself, not through aio-pika's robust wrapper: that one waits for
-            # a lost connection to come back, this one fails at once.
-            # Typed as an ack frame, but a returned message comes back as the result (below).
-            confirmation: object = await self._amqp.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=method,
-                properties=properties,
-                mandatory=True,
-            )
-        except BaseException as exc:
-            span_error(producer, type(exc).__name__, repr(exc))
-            raise
-        # On a confirming channel aiormq hands back a returned (unroutable) message as the
-        # publish result; aio-pika's return callbacks are not re-hooked after a reconnect, so
-        # this is the one place that sees every return.
-        if isinstance(confirmation, aiormq.abc.DeliveredMessage):
-            span_error(producer, "unroutable", "no queue bound")
-            raise RpcUnroutable(method, "no worker queue is bound to this method")
-        if isinstance(confirmation, Basic.Nack):
-            span_error(producer, "nack", "the broker refused the message")
-            raise RpcUnavailable(method, "the broker refused the request (nack)")
+        # On the channel itself, not through aio-pika's robust wrapper: that one waits for a
+        # lost connection to come back, this one fails at once. Not waiting for the socket
+        # buffer to drain: the confirmation (or the reply) comes after it anyway.
+        # Typed as an ack frame, but a returned message comes back as the result (_publish).
+        channel = cast(aiormq.Channel, self._amqp)  # the concrete one takes wait=
+        confirmation: object = await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=method,
+            properties=properties,
+            mandatory=True,
+            wait=False,
+        )
+        return confirmation
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -364,13 +414,21 @@ async def observed_call(
         _methods_seen.add(method)
         for error_type in ("timeout", "unroutable", "unavailable"):
             RPC_CLIENT_ERRORS.labels(method, error_type)
-    with tracer.start_as_current_span(
-        f"call {method}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    # No CLIENT span inside a trace that is not sampled (the SDK would make a span that records
+    # nothing): the caller's span and its context go on to the worker as they are.
+    parent = trace.get_current_span()
+    scope: AbstractContextManager[trace.Span] = (
+        contextlib.nullcontext(parent)
+        if unsampled(parent.get_span_context())
+        else tracer.start_as_current_span(
+            f"call {method}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+    )
+    with scope as span:
         in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)
         in_flight.inc()
         started = time.perf_counter()

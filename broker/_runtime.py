@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._env import Env
 from ._errors import ConfigError
-from ._telemetry import configure_tracing
+from ._telemetry import REQUEST_LOG_CHOICES, configure_tracing, set_request_log
 
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -124,7 +124,9 @@ def service_main(
     try:
         loaded = settings()
         configure_logging(service, loaded.log_level)
-        use_event_loop(Env(os.environ).choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")))
+        env = Env(os.environ)
+        use_event_loop(env.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")))
+        set_request_log(env.choice("REQUEST_LOG", "sampled", REQUEST_LOG_CHOICES))
         if args.command == "seed":
             asyncio.run(seed(loaded, args))
             return 0

@@ -152,6 +152,40 @@ def record_timing(timing: CallTiming) -> None:
         sink.append(timing)
 
 
+# -- which requests get a log line --------------------------------------------------------------
+
+REQUEST_LOG_CHOICES = ("sampled", "all", "errors")
+_request_log = "sampled"
+
+
+def set_request_log(policy: str) -> None:
+    """``REQUEST_LOG``: which requests (drama's HTTP ones, the workers' RPCs) get a log line.
+
+    ``sampled`` (the default): every one that failed, and the others when their trace is
+    sampled, so that each line has a trace to go with it; ``all``: every one; ``errors``: the
+    failed ones only. Metrics count every request whatever this says.
+    """
+    global _request_log  # noqa: PLW0603 - one setting per process, set once by service_main
+    if policy not in REQUEST_LOG_CHOICES:
+        raise ConfigError(f"REQUEST_LOG must be one of {', '.join(REQUEST_LOG_CHOICES)}")
+    _request_log = policy
+
+
+def request_logged(ok: bool, span: trace.Span) -> bool:
+    """Whether a request that ended ``ok`` (or not), under ``span``, gets its log line."""
+    if not ok or _request_log == "all":
+        return True
+    return _request_log == "sampled" and span.get_span_context().trace_flags.sampled
+
+
+def unsampled(context: trace.SpanContext) -> bool:
+    """Inside a trace whose sampler said no: a span made here would record nothing.
+
+    False without a trace (no parent): a root span is the sampler's to decide.
+    """
+    return context.is_valid and not context.trace_flags.sampled
+
+
 def span_error(span: trace.Span, error_type: str, description: str) -> None:
     """Mark ``span`` failed the way the semantic conventions ask: status and ``error.type``."""
     span.set_status(trace.Status(trace.StatusCode.ERROR, description))

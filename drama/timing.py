@@ -18,7 +18,7 @@ from aiohttp import web
 from opentelemetry import baggage, propagate, trace
 from prometheus_client import Gauge, Histogram
 
-from broker import BUCKETS, collect_timings, exemplar
+from broker import BUCKETS, collect_timings, exemplar, request_logged
 from episode.contract import LIST
 from stream.contract import PRESIGN
 
@@ -88,11 +88,12 @@ async def server_timing(request: web.Request, handler: Handler) -> web.StreamRes
     HTTP_DURATION.labels(route, request.method, str(response.status)).observe(
         total_ns / 1e9, exemplar()
     )
-    log.info(
-        "http method=%s route=%s status=%d duration_ms=%.3f",
-        request.method,
-        route,
-        response.status,
-        total_ns / 1e6,
-    )
+    if request_logged(response.status < 400, trace.get_current_span()):
+        log.info(
+            "http method=%s route=%s status=%d duration_ms=%.3f",
+            request.method,
+            route,
+            response.status,
+            total_ns / 1e6,
+        )
     return response

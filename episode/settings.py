@@ -15,6 +15,8 @@ class Settings:
     database_url: str = field(repr=False)
     prefetch: int = 32
     faults_enabled: bool = False
+    # Replies confirmed by the broker before their request is acked (docs/rpc.md).
+    reply_confirms: bool = False
     cache_ttl_ms: int = 2000
     queue_type: QueueType = "classic"
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
@@ -33,6 +35,7 @@ class Settings:
             database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/episode.db"),
             prefetch=env.integer("PREFETCH", 32, low=1, high=65535),
             faults_enabled=env.flag("FAULTS_ENABLED", default=False),
+            reply_confirms=env.flag("RPC_REPLY_CONFIRMS", default=False),
             cache_ttl_ms=env.integer("CACHE_TTL_MS", 2000, low=0, high=3_600_000),
             queue_type="quorum" if queue_type == "quorum" else "classic",
             metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above

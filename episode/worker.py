@@ -45,6 +45,7 @@ def build_worker(settings: Settings, store: EpisodeStore) -> RpcWorker:
         prefetch=settings.prefetch,
         queue_type=settings.queue_type,
         faults=settings.faults_enabled,
+        publisher_confirms=settings.reply_confirms,
     )
     procedures = Procedures(store, settings.cache_ttl_ms / 1000)
     worker.register(LIST, ListEpisodes, procedures.list_episodes)

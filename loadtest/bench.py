@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import AmqpRpcClient
+from broker import AmqpRpcClient, use_event_loop
 
 from .analyze import percentile
 from .echo_worker import METHOD as ECHO
@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     },
     "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
     "no-confirms": {"OTEL_SDK_DISABLED": "true", "RPC_PUBLISHER_CONFIRMS": "false"},
+    "reply-confs": {"OTEL_SDK_DISABLED": "true", "RPC_REPLY_CONFIRMS": "true"},
 }
 BARE = "bare"
 PROCESSES = ("gateway", "episode", "stream", "broker", "sink", "wrk")
@@ -463,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("make bench: wrk is missing (Debian package wrk)", file=sys.stderr)
         return 1
+    # The project's RPC client (the round trip at c=1) on the loop the services run on.
+    use_event_loop(os.environ.get("EVENT_LOOP", "uvloop"))
     try:
         result = asyncio.run(bench(args))
     except StackError as exc:

@@ -14,7 +14,7 @@ import sys
 
 import msgspec
 
-from broker import RpcWorker, configure_tracing, stop_event
+from broker import RpcWorker, configure_tracing, stop_event, use_event_loop
 
 METHOD = "bench.echo"
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp-url", required=True)
     parser.add_argument("--queue", default="rpc.bench")
     args = parser.parse_args(argv)
+    use_event_loop(os.environ.get("EVENT_LOOP", "uvloop"))  # as the services run
     provider = configure_tracing("echo-worker", os.environ)
     try:
         asyncio.run(run(args.amqp_url, args.queue))

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -34,7 +35,24 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 _OK = ExportTraceServiceResponse().SerializeToString()
-Payload = ExportTraceServiceRequest | dict[str, Any]
+Payload = ExportTraceServiceRequest | bytes  # bytes: an OTLP/JSON body, kept as it came
+
+
+class _JsonScope(msgspec.Struct):
+    spans: list[msgspec.Raw] = []  # counted, not parsed
+
+
+class _JsonResource(msgspec.Struct, rename="camel"):
+    scope_spans: list[_JsonScope]
+
+
+class _JsonRequest(msgspec.Struct, rename="camel"):
+    resource_spans: list[_JsonResource] = []
+
+
+# Counting the spans of a JSON export without building them: ~10x cheaper than json.loads,
+# and the sink's CPU counts in make bench's totals.
+_json_request = msgspec.json.Decoder(_JsonRequest)
 _SCALARS = {"string_value": "stringValue", "bool_value": "boolValue", "double_value": "doubleValue"}
 
 
@@ -154,8 +172,13 @@ class SpanFile:
     def _write(self) -> None:
         with self._path.open("a") as out:
             while (payload := self._queue.get()) is not None:
-                document = payload if isinstance(payload, dict) else otlp_json(payload)
-                out.write(json.dumps(document, separators=(",", ":")) + "\n")
+                if not isinstance(payload, bytes):
+                    line = json.dumps(otlp_json(payload), separators=(",", ":"))
+                elif b"\n" in payload:  # pretty-printed: one line per request in the file
+                    line = json.dumps(json.loads(payload), separators=(",", ":"))
+                else:
+                    line = payload.decode()
+                out.write(line + "\n")
                 if self._queue.empty():  # flushed between bursts: readers see whole lines
                     out.flush()
 
@@ -176,11 +199,8 @@ SPAN_FILE = web.AppKey("span_file", SpanFile)
 def _decode(body: bytes, is_json: bool) -> tuple[Payload, int]:
     """The request and its span count; raises if it is not an ExportTraceServiceRequest."""
     if is_json:  # OTLP/HTTP's JSON encoding
-        document = json.loads(body)
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        resources = document.get("resourceSpans", [])
-        return document, sum(len(s.get("spans", [])) for r in resources for s in r["scopeSpans"])
+        document = _json_request.decode(body)
+        return body, sum(len(s.spans) for r in document.resource_spans for s in r.scope_spans)
     payload = ExportTraceServiceRequest.FromString(body)
     scopes = [scope for resource in payload.resource_spans for scope in resource.scope_spans]
     return payload, sum(len(scope.spans) for scope in scopes)
@@ -191,7 +211,7 @@ async def export(request: web.Request) -> web.Response:
     is_json = request.content_type == "application/json"
     try:
         payload, spans = _decode(body, is_json)
-    except (DecodeError, ValueError, KeyError, AttributeError, TypeError):
+    except (DecodeError, msgspec.DecodeError, ValueError, KeyError, AttributeError, TypeError):
         encoding = "JSON" if is_json else "protobuf"
         return web.Response(status=400, text=f"not an OTLP {encoding} ExportTraceServiceRequest")
     request.app[SPANS][0] += spans

@@ -21,6 +21,8 @@ class Settings:
     presign_ttl_s: int = 3600
     prefetch: int = 64
     faults_enabled: bool = False
+    # Replies confirmed by the broker before their request is acked (docs/rpc.md).
+    reply_confirms: bool = False
     queue_type: QueueType = "classic"
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
     metrics_port: int = 9102
@@ -41,6 +43,7 @@ class Settings:
             presign_ttl_s=env.integer("PRESIGN_TTL_S", 3600, low=1, high=7 * 24 * 3600),
             prefetch=env.integer("PREFETCH", 64, low=1, high=65535),
             faults_enabled=env.flag("FAULTS_ENABLED", default=False),
+            reply_confirms=env.flag("RPC_REPLY_CONFIRMS", default=False),
             queue_type="quorum" if queue_type == "quorum" else "classic",
             metrics_host=env.text("METRICS_HOST", "0.0.0.0"),  # noqa: S104 - see above
             metrics_port=env.integer("METRICS_PORT", 9102, low=1, high=65535),

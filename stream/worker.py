@@ -106,6 +106,7 @@ def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
         prefetch=settings.prefetch,
         queue_type=settings.queue_type,
         faults=settings.faults_enabled,
+        publisher_confirms=settings.reply_confirms,
     )
     procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
     worker.register(PRESIGN, Presign, procedures.presign)

@@ -14,12 +14,20 @@ import aio_pika
 import aiohttp
 import msgspec
 import pytest
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from broker import FaultRule, RpcWorker, send_fault_rule
+from broker import (
+    ConfigError,
+    FaultRule,
+    RpcWorker,
+    request_logged,
+    send_fault_rule,
+    set_request_log,
+)
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.stack import Stack
 from tests.conftest import StackConfigFactory
@@ -437,3 +445,67 @@ async def test_tracing_switched_off_exports_nothing_and_stays_quiet(
             record = json.loads(raw) if raw.startswith("{") else {"message": raw}
             assert "trace_id" not in record, raw
             assert record.get("level") not in ("warning", "error"), raw
+
+
+async def test_unsampled_requests_make_no_spans_and_log_only_failures(
+    traced_stack: StackFactory,
+    receiver: tuple[OtlpReceiver, str],
+    http: aiohttp.ClientSession,
+) -> None:
+    """A trace the sampler turned down costs no span anywhere (none of the workers' spans turns
+    into a root of its own) and, under REQUEST_LOG=sampled, no request line unless it failed."""
+    otlp = receiver[0]
+    quiet, missing, sampled = (uuid.uuid4().hex for _ in range(3))
+
+    def traceparent(trace_id: str, flags: str) -> dict[str, str]:
+        return {"traceparent": f"00-{trace_id}-{PARENT_ID}-{flags}"}
+
+    async with traced_stack() as stack:
+        base = stack.config.base_url
+        async with http.get(f"{base}/dramas/1", headers=traceparent(quiet, "00")) as response:
+            assert response.status == 200
+        async with http.get(f"{base}/dramas/999", headers=traceparent(missing, "00")) as response:
+            assert response.status == 404
+        # A sampled request after them: its spans arriving prove the export works.
+        async with http.get(f"{base}/dramas/2", headers=traceparent(sampled, "01")) as response:
+            assert response.status == 200
+        await otlp.wait_for(lambda spans: complete(otlp.trace(sampled), "/dramas/{id}"))
+    # The services have exited and flushed: the unsampled requests left nothing.
+    assert {s.trace_id for s in otlp.spans} == {sampled}
+    workdir = stack.config.workdir
+
+    def request_lines(service: str, trace_id: str) -> list[str]:
+        return [
+            record["message"]
+            for record in log_lines(workdir, service, trace_id)
+            if record["message"].startswith(("http ", "rpc "))
+        ]
+
+    for service in ("drama", "episode", "stream"):
+        assert request_lines(service, quiet) == [], service
+        assert request_lines(service, sampled), service
+    (not_found,) = request_lines("drama", missing)
+    assert "status=404" in not_found
+
+
+def test_request_log_policy() -> None:
+    tracer = TracerProvider().get_tracer(__name__)  # samples everything
+    recorded = tracer.start_span("recorded")
+    turned_down = trace.NonRecordingSpan(
+        trace.SpanContext(1, 2, is_remote=False, trace_flags=trace.TraceFlags(0))
+    )
+    try:
+        cases = {
+            "sampled": [True, False, True, True],
+            "all": [True, True, True, True],
+            "errors": [False, False, True, True],
+        }
+        for policy, expected in cases.items():
+            set_request_log(policy)
+            pairs = ((True, recorded), (True, turned_down), (False, recorded), (False, turned_down))
+            got = [request_logged(ok, span) for ok, span in pairs]
+            assert got == expected, policy
+        with pytest.raises(ConfigError):
+            set_request_log("some")
+    finally:
+        set_request_log("sampled")
