@@ -27,6 +27,7 @@ import msgspec
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from ._errors import (
     RpcError,
@@ -113,10 +114,10 @@ class AmqpRpcClient:
     after a broker restart, and calls made while it is down fail fast with
     :class:`RpcUnavailable` instead of waiting for it.
 
-    ``publisher_confirms`` stays on unless measured otherwise: aiormq (7.2) hands a message the
-    broker returns as unroutable to the publisher only on a confirming channel, so without
-    confirms a call to a method nobody serves waits for its timeout (504) instead of failing
-    at once (503).
+    ``publisher_confirms=True`` has the broker confirm every request, and a nack fail its call
+    (RpcUnavailable). Off by default: an unroutable request fails its call at once either way
+    (:meth:`_watch_returns`), and the confirmations cost ~75 us of the round trip at
+    concurrency 1 (docs/rpc.md).
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class AmqpRpcClient:
         *,
         timeout: float = 3.0,
         topology: Topology | None = None,
-        publisher_confirms: bool = True,
+        publisher_confirms: bool = False,
         reconnect_interval: float = 1.0,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
@@ -248,14 +249,22 @@ class AmqpRpcClient:
             headers=headers,
         )
         started = time.monotonic_ns()
-        # The publish, and its confirmation, run beside the wait for the reply: a reply proves
-        # the request was routed, so the caller never waits for the confirmation as well; a
-        # return (unroutable) or a nack fails the call as soon as it comes (_publish_done).
-        publish = loop.create_task(self._publish(producer, exchange, method, body, properties))
-        self._publishing.add(publish)
-        publish.add_done_callback(functools.partial(self._publish_done, method, future))
+        publish: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(timeout):
+                if self._confirms:
+                    # The publish and its confirmation run beside the wait for the reply: a
+                    # reply proves the request was routed, so the caller never waits for the
+                    # confirmation as well; a return or a nack fails the call as soon as it
+                    # comes (_publish_done).
+                    publish = loop.create_task(
+                        self._publish(producer, exchange, method, body, properties)
+                    )
+                    self._publishing.add(publish)
+                    publish.add_done_callback(functools.partial(self._publish_done, method, future))
+                else:
+                    # Handed to the connection's writer; a return comes as _on_returned.
+                    await self._publish(producer, exchange, method, body, properties)
                 reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
@@ -263,7 +272,11 @@ class AmqpRpcClient:
             raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
         finally:
             self._pending.pop(correlation_id, None)
-            if not future.done() or future.cancelled():
+            if future.done() and not future.cancelled():
+                # Failed by a lost connection while the publish failed too: the error raised
+                # is the publish's; mark this one seen, or asyncio logs it as never retrieved.
+                future.exception()
+            elif publish is not None:
                 publish.cancel()  # timed out or cancelled: a publish still queued goes too
         timing = CallTiming(
             method=method,
@@ -366,8 +379,39 @@ class AmqpRpcClient:
         # on aiormq's channel itself: wrapping every reply in an aio-pika message cost more
         # CPU than the rest of the reply path (docs/performance.md).
         self._amqp = await self._channel.get_underlay_channel()
+        if not self._confirms:
+            self._watch_returns(cast(aiormq.Channel, self._amqp))
         await self._amqp.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         self._ready.set()
+
+    def _watch_returns(self, channel: aiormq.Channel) -> None:
+        """Fail a call at once when the broker returns its request as unroutable.
+
+        aiormq (7.2) matches a returned message to its publish only on a confirming channel;
+        on any other it logs the return and drops it, so a call to a method nobody serves
+        would wait for its timeout. Confirming every request cost ~75 us of the round trip at
+        concurrency 1 and a few % of throughput (docs/rpc.md), so instead the channel's
+        handler of Basic.Return is replaced by one that reads the returned message exactly as
+        aiormq's does (content header, then body) and fails the call it belongs to by its
+        correlation id. aiormq is pinned below 7.3 for this; tests/test_rpc.py fails if a
+        return stops arriving here.
+        """
+
+        async def on_return(frame: Basic.Return) -> None:
+            header = await channel._get_frame()
+            if not isinstance(header, ContentHeader):
+                # What aiormq raises in its own reader for this: its channel then closes.
+                raise ValueError(f"unexpected frame {header!r} after Basic.Return")  # noqa: TRY004
+            message = await channel._read_content(frame, header)
+            self._on_returned(message)
+
+        channel._on_return_frame = on_return  # type: ignore[method-assign]
+
+    def _on_returned(self, message: aiormq.abc.DeliveredMessage) -> None:
+        pending = self._pending.get(message.header.properties.correlation_id or "")
+        if pending is not None and not pending[1].done():
+            method, future = pending
+            future.set_exception(RpcUnroutable(method, "no worker queue is bound to this method"))
 
     async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
         properties = message.header.properties

@@ -21,7 +21,7 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
     http_port: int = 8080
     rpc_timeout_ms: int = 3000
-    rpc_publisher_confirms: bool = True
+    rpc_publisher_confirms: bool = False
     log_level: str = "INFO"
     cache_ttl_ms: int = 2000
     # How the workers are called: through RabbitMQ, or over HTTP at these base URLs.
@@ -43,7 +43,7 @@ class Settings:
             http_host=env.text("HTTP_HOST", "0.0.0.0"),  # noqa: S104 - see above
             http_port=env.integer("HTTP_PORT", 8080, low=1, high=65535),
             rpc_timeout_ms=env.integer("RPC_TIMEOUT_MS", 3000, low=1, high=600_000),
-            rpc_publisher_confirms=env.flag("RPC_PUBLISHER_CONFIRMS", default=True),
+            rpc_publisher_confirms=env.flag("RPC_PUBLISHER_CONFIRMS", default=False),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             cache_ttl_ms=env.integer("CACHE_TTL_MS", 2000, low=0, high=3_600_000),
             rpc_transport="http" if transport == "http" else "amqp",

@@ -58,7 +58,7 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
     "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
-    "no-confirms": {"OTEL_SDK_DISABLED": "true", "RPC_PUBLISHER_CONFIRMS": "false"},
+    "req-confs": {"OTEL_SDK_DISABLED": "true", "RPC_PUBLISHER_CONFIRMS": "true"},
     "reply-confs": {"OTEL_SDK_DISABLED": "true", "RPC_REPLY_CONFIRMS": "true"},
 }
 BARE = "bare"

@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         transport=args.transport,
         sink_port=args.sink_port or None,
         echo=True,
+        # On a laptop every request's line is wanted, with its trace id (services: errors).
+        env={"REQUEST_LOG": os.environ.get("REQUEST_LOG") or "sampled"},
     )
     try:
         asyncio.run(_run(config))

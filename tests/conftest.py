@@ -113,6 +113,10 @@ def stack_config(tmp_path: Path, vhost: str, amqp_url: str) -> StackConfigFactor
 @pytest.fixture
 async def stack(stack_config: StackConfigFactory) -> AsyncIterator[Stack]:
     """The three services as processes, spans sampled (for metric exemplars) but not exported."""
-    env = {"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+    env = {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "REQUEST_LOG": "sampled",  # request lines with the trace ids the exemplars carry
+    }
     async with Stack(stack_config(env=env)) as running:
         yield running

@@ -322,7 +322,7 @@ async def test_stack_over_http_answers_as_over_the_queue(
     stack_config: StackConfigFactory,
 ) -> None:
     paths = ("/dramas/1", "/dramas?limit=5")
-    async with Stack(stack_config(transport="http")) as stack:
+    async with Stack(stack_config(transport="http", env={"REQUEST_LOG": "all"})) as stack:
         # A second drama-service on the same workers, through the queue.
         amqp_port = free_port()
         await stack.start_process(

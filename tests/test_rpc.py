@@ -210,6 +210,20 @@ async def test_unroutable_fails_fast(worker: RpcWorker, client: AmqpRpcClient) -
     with pytest.raises(RpcUnroutable):
         await client.call("t.nobody", Ask(1), Answer, timeout=5)
     assert time.monotonic() - started < 1.0
+    assert client.pending == 0
+    # The channel stays usable: the returned message was read off it whole.
+    assert await client.call("t.echo", Ask(7), Answer) == Answer(7)
+
+
+async def test_unroutable_fails_fast_with_confirms(
+    amqp_url: str, topology: Topology, worker: RpcWorker
+) -> None:
+    async with AmqpRpcClient(amqp_url, topology=topology, publisher_confirms=True) as client:
+        started = time.monotonic()
+        with pytest.raises(RpcUnroutable):
+            await client.call("t.nobody", Ask(1), Answer, timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert await client.call("t.echo", Ask(7), Answer) == Answer(7)
 
 
 async def test_timeout(worker: RpcWorker, client: AmqpRpcClient, service: Service) -> None:

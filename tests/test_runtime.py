@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
 from broker import ConfigError, Env
-from broker._runtime import JsonFormatter
+from broker._runtime import JsonFormatter, tune_gc
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -38,3 +42,32 @@ def test_settings_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="FLAG must be true or false"):
         env.flag("FLAG", default=True)
     assert env.integer("UNSET", 7) == 7
+
+
+def test_gc_tuning_freezes_start_up_and_raises_the_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before  # 0: Python's settings left alone
+        tune_gc(20_000)
+        assert gc.get_threshold() == (20_000, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("GC_GEN0_THRESHOLD", "lots"), ("REQUEST_LOG", "some")]
+)
+def test_a_bad_runtime_variable_stops_the_service(variable: str, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "episode"],
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert variable in done.stderr

@@ -54,6 +54,8 @@ def traced_stack(
             "OTEL_PROPAGATORS": "tracecontext,baggage,b3multi",
             # The whole waterfall, database included, on every request (the cache has its test).
             "CACHE_TTL_MS": "0",
+            # A line for every sampled request: the log lines carry the trace ids.
+            "REQUEST_LOG": "sampled",
         }
         return Stack(stack_config(env=exporting | env))
 
@@ -422,9 +424,10 @@ async def test_failures_leave_error_spans(
     assert consumer.error
     assert consumer.attributes["error.type"] == "internal"
     assert consumer.trace_id == calls[0].trace_id
+    # The broker's return comes after the send span has ended (requests are not confirmed):
+    # the call span above carries "unroutable", the send span is there and not failed.
     (producer,) = [s for s in otlp.trace(calls[2].trace_id) if s.name == "send rpc:episode.list"]
-    assert producer.error
-    assert producer.attributes["error.type"] == "unroutable"
+    assert not producer.error
 
 
 async def test_tracing_switched_off_exports_nothing_and_stays_quiet(
@@ -453,7 +456,8 @@ async def test_unsampled_requests_make_no_spans_and_log_only_failures(
     http: aiohttp.ClientSession,
 ) -> None:
     """A trace the sampler turned down costs no span anywhere (none of the workers' spans turns
-    into a root of its own) and, under REQUEST_LOG=sampled, no request line unless it failed."""
+    into a root of its own) and, under REQUEST_LOG=sampled, no request line unless it failed;
+    under the default (errors), a sampled one gets none either."""
     otlp = receiver[0]
     quiet, missing, sampled = (uuid.uuid4().hex for _ in range(3))
 
@@ -508,4 +512,4 @@ def test_request_log_policy() -> None:
         with pytest.raises(ConfigError):
             set_request_log("some")
     finally:
-        set_request_log("sampled")
+        set_request_log("errors")  # the default
