@@ -49,8 +49,9 @@ from ._telemetry import (
     CallTiming,
     messaging_attributes,
     record_timing,
+    records_nothing,
     span_error,
-    unsampled,
+    wait_attributes,
 )
 from ._wire import (
     CONTENT_TYPE,
@@ -133,6 +134,7 @@ class AmqpRpcClient:
         self._url = url
         self._timeout = timeout
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
+        self._tracer_provider = tracer_provider
         self._topology = topology or Topology()
         self._confirms = publisher_confirms
         self._reconnect_interval = reconnect_interval
@@ -211,6 +213,7 @@ class AmqpRpcClient:
             {"rpc.system": "rabbitmq", "rpc.method": method},
             lambda: self._round_trip(method, request, timeout),
             result_type,
+            tracer_provider=self._tracer_provider,
         )
 
     async def _round_trip(
@@ -295,10 +298,9 @@ class AmqpRpcClient:
                     f"reply wait {method}",
                     context=trace.set_span_in_context(producer),
                     start_time=reply_start,
-                    attributes={
-                        **messaging_attributes("receive", "", method, correlation_id, reply.body),
-                        "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
-                    },
+                    attributes=wait_attributes(
+                        method, correlation_id, "rpc.reply_wait_ms", timing.reply_wait_ns
+                    ),
                 ).end(end_time=received_ns)
         return reply.body, timing
 
@@ -450,6 +452,8 @@ async def observed_call(
     attributes: dict[str, Any],
     round_trip: Callable[[], Awaitable[tuple[bytes, CallTiming]]],
     result_type: type[T],
+    *,
+    tracer_provider: trace.TracerProvider | None,
 ) -> T:
     """One call as every transport records it: the CLIENT span ``call <method>``, the client
     metrics, the :class:`CallTiming`; ``round_trip`` returns the reply body and its timing."""
@@ -458,12 +462,12 @@ async def observed_call(
         _methods_seen.add(method)
         for error_type in ("timeout", "unroutable", "unavailable"):
             RPC_CLIENT_ERRORS.labels(method, error_type)
-    # No CLIENT span inside a trace that is not sampled (the SDK would make a span that records
-    # nothing): the caller's span and its context go on to the worker as they are.
+    # No CLIENT span where it would record nothing (a trace the sampler turned down, or no
+    # SDK): the caller's span and its context go on to the worker as they are.
     parent = trace.get_current_span()
     scope: AbstractContextManager[trace.Span] = (
         contextlib.nullcontext(parent)
-        if unsampled(parent.get_span_context())
+        if records_nothing(tracer_provider, parent.get_span_context())
         else tracer.start_as_current_span(
             f"call {method}",
             kind=SpanKind.CLIENT,

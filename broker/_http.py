@@ -105,6 +105,7 @@ class HttpRpcClient:
         self._timeout = timeout
         self._max_connections = max_connections
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
+        self._tracer_provider = tracer_provider
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpRpcClient:
@@ -168,6 +169,7 @@ class HttpRpcClient:
             attributes,
             lambda: self._round_trip(method, url, request, timeout),
             result_type,
+            tracer_provider=self._tracer_provider,
         )
 
     async def _round_trip(

@@ -179,12 +179,14 @@ def request_logged(ok: bool, span: trace.Span) -> bool:
     return _request_log == "sampled" and span.get_span_context().trace_flags.sampled
 
 
-def unsampled(context: trace.SpanContext) -> bool:
-    """Inside a trace whose sampler said no: a span made here would record nothing.
-
-    False without a trace (no parent): a root span is the sampler's to decide.
+def records_nothing(provider: trace.TracerProvider | None, parent: trace.SpanContext) -> bool:
+    """Whether a span made here, under ``parent``, would record nothing: inside a trace whose
+    sampler said no, or with no SDK installed (``OTEL_SDK_DISABLED``; ``provider`` None and no
+    global one). Without a parent, a root span is the sampler's to decide.
     """
-    return context.is_valid and not context.trace_flags.sampled
+    if parent.is_valid and not parent.trace_flags.sampled:
+        return True
+    return provider is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def span_error(span: trace.Span, error_type: str, description: str) -> None:
@@ -204,6 +206,22 @@ def messaging_attributes(
         "messaging.destination.name": exchange,
         "messaging.rabbitmq.destination.routing_key": method,
         "messaging.message.body.size": len(body),
+    }
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    return attributes
+
+
+def wait_attributes(
+    method: str, correlation_id: str | None, name: str, wait_ns: int
+) -> dict[str, Any]:
+    """The attributes of a ``queue wait`` or ``reply wait`` span: what finds it (system, routing
+    key, conversation) and the wait in ms under ``name``. The rest of ``messaging.*`` is on the
+    send and process spans beside it; repeating it here cost CPU on every traced request."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.rabbitmq.destination.routing_key": method,
+        name: wait_ns / 1e6,
     }
     if correlation_id:
         attributes["messaging.message.conversation_id"] = correlation_id

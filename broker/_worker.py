@@ -43,7 +43,14 @@ from ._metrics import (
     RPC_QUEUE_WAIT,
     exemplar,
 )
-from ._telemetry import TRACER, messaging_attributes, request_logged, span_error, unsampled
+from ._telemetry import (
+    TRACER,
+    messaging_attributes,
+    records_nothing,
+    request_logged,
+    span_error,
+    wait_attributes,
+)
 from ._wire import (
     CONTENT_TYPE,
     HANDLER_NS,
@@ -157,6 +164,7 @@ class RpcWorker:
         self._url = url
         self._queue_name = queue
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
+        self._tracer_provider = tracer_provider
         self._prefetch = prefetch
         self._topology = topology or Topology()
         self._queue_type = queue_type
@@ -439,13 +447,13 @@ class RpcWorker:
         queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
         # The caller's PRODUCER span is the parent of the wait and of the processing.
         parent = propagate.extract(headers)
-        if unsampled(trace.get_current_span(parent).get_span_context()):
-            # Not sampled: no span of ours would be recorded, so none is made. The caller's
+        caller = trace.get_current_span(parent)
+        if records_nothing(self._tracer_provider, caller.get_span_context()):
+            # Not sampled, or no SDK: no span would be recorded, so none is made. The caller's
             # context is still the current one: its trace id for the log lines, and its
             # sampling decision for the handler's own spans (not new root traces).
             token = otel_context.attach(parent)
             try:
-                caller = trace.get_current_span(parent)
                 await self._run(message, method, caller, sent_at, received_ns, settled=settled)
             finally:
                 otel_context.detach(token)
@@ -460,7 +468,9 @@ class RpcWorker:
                 f"queue wait {method}",
                 context=parent,
                 start_time=min(sent_at, received_ns),
-                attributes={**attributes, "rpc.queue_wait_ms": queue_wait_ns / 1e6},
+                attributes=wait_attributes(
+                    method, properties.correlation_id, "rpc.queue_wait_ms", queue_wait_ns
+                ),
             )
             wait.end(end_time=received_ns)
         with self._tracer.start_as_current_span(
