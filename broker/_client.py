@@ -264,7 +264,9 @@ class AmqpRpcClient:
                         self._publish(producer, exchange, method, body, properties)
                     )
                     self._publishing.add(publish)
-                    publish.add_done_callback(functools.partial(self._publish_done, method, future))
+                    publish.add_done_callback(
+                        functools.partial(self._publish_done, method, future, producer)
+                    )
                 else:
                     # Handed to the connection's writer; a return comes as _on_returned.
                     await self._publish(producer, exchange, method, body, properties)
@@ -308,10 +310,13 @@ class AmqpRpcClient:
         self,
         method: str,
         future: asyncio.Future[tuple[_Incoming, int]],
+        producer: trace.Span | None,
         publish: asyncio.Task[None],
     ) -> None:
         """A publish that failed fails its call, unless the reply is there already."""
         self._publishing.discard(publish)
+        if producer is not None and producer.is_recording():
+            producer.end()  # cancelled before _publish ran: nothing else ends it
         if publish.cancelled():
             if not future.done():
                 # aiormq fails pending confirms with CancelledError when it drops a stuck
@@ -335,6 +340,9 @@ class AmqpRpcClient:
         try:
             try:
                 confirmation = await self._send(method, exchange, body, properties)
+            except aiormq.exceptions.DeliveryError as exc:  # how aiormq hands over a nack
+                span_error(span, "nack", "the broker refused the message")
+                raise RpcUnavailable(method, "the broker refused the request (nack)") from exc
             except _LINK_ERRORS as exc:
                 span_error(span, type(exc).__name__, repr(exc))
                 raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
@@ -347,9 +355,6 @@ class AmqpRpcClient:
             if isinstance(confirmation, aiormq.abc.DeliveredMessage):
                 span_error(span, "unroutable", "no queue bound")
                 raise RpcUnroutable(method, "no worker queue is bound to this method")
-            if isinstance(confirmation, Basic.Nack):
-                span_error(span, "nack", "the broker refused the message")
-                raise RpcUnavailable(method, "the broker refused the request (nack)")
         finally:
             span.end()
 
@@ -463,11 +468,11 @@ async def observed_call(
         for error_type in ("timeout", "unroutable", "unavailable"):
             RPC_CLIENT_ERRORS.labels(method, error_type)
     # No CLIENT span where it would record nothing (a trace the sampler turned down, or no
-    # SDK): the caller's span and its context go on to the worker as they are.
-    parent = trace.get_current_span()
+    # SDK): the current context goes on to the worker as it is, and nothing is set on a span.
+    parent = trace.get_current_span().get_span_context()
     scope: AbstractContextManager[trace.Span] = (
-        contextlib.nullcontext(parent)
-        if records_nothing(tracer_provider, parent.get_span_context())
+        contextlib.nullcontext(trace.INVALID_SPAN)
+        if records_nothing(tracer_provider, parent)
         else tracer.start_as_current_span(
             f"call {method}",
             kind=SpanKind.CLIENT,

@@ -132,7 +132,7 @@ def service_main(
             asyncio.run(seed(loaded, args))
             return 0
         provider = configure_tracing(service, os.environ)
-        tune_gc(env.integer("GC_GEN0_THRESHOLD", 20_000, low=0))
+        tune_gc(env.integer("GC_GEN0_THRESHOLD", 20_000, low=0, high=10_000_000))
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         return 2

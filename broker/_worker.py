@@ -27,6 +27,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq
 import aiormq.abc
+import aiormq.exceptions
 import msgspec
 from aiormq.abc import DeliveredMessage
 from opentelemetry import context as otel_context
@@ -159,7 +160,7 @@ class RpcWorker:
         request, and dead-letters the request if the broker nacks the reply. Off by default: a
         reply goes to a direct reply-to consumer, not a queue, the ack follows it on the same
         channel, and a lost connection redelivers the request either way; the confirmations
-        cost ~15% of throughput (docs/performance.md).
+        cost 1-12% of throughput over three make bench runs (docs/performance.md).
         """
         self._url = url
         self._queue_name = queue
@@ -462,7 +463,8 @@ class RpcWorker:
             "process", self._topology.exchange, method, properties.correlation_id, message.body
         )
         attributes["messaging.destination.subscription.name"] = self._queue_name
-        if sent_at is not None:
+        if sent_at is not None and caller.get_span_context().is_valid:
+            # Only under the caller's span: without one it would be a trace of its own.
             # Wall clocks of two hosts: clamped so that skew cannot make it negative.
             wait = self._tracer.start_span(
                 f"queue wait {method}",
@@ -620,17 +622,20 @@ class RpcWorker:
         # Not mandatory: a caller that went away is not an error here.
         # Not waiting for the socket buffer to drain: the ack (or the confirmation) is next.
         channel = cast(aiormq.Channel, message.channel)  # the concrete one takes wait=
-        confirmation = await channel.basic_publish(
-            body,
-            routing_key=request.reply_to or "",
-            properties=Basic.Properties(
-                content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
-            ),
-            wait=False,
-        )
-        if isinstance(confirmation, Basic.Nack):
+        try:
+            await channel.basic_publish(
+                body,
+                routing_key=request.reply_to or "",
+                properties=Basic.Properties(
+                    content_type=CONTENT_TYPE,
+                    correlation_id=request.correlation_id,
+                    headers=headers,
+                ),
+                wait=False,
+            )
+        except aiormq.exceptions.DeliveryError as exc:  # a nack, on a confirming channel
             # Not acked as answered: the request is dead-lettered instead (_on_message).
-            raise _ReplyRefused("the broker refused the reply (nack)")
+            raise _ReplyRefused("the broker refused the reply (nack)") from exc
 
 
 def _tag(message: DeliveredMessage) -> int:

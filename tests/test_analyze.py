@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import jsonschema
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -627,3 +628,25 @@ def test_a_trace_of_parent_cycles_has_no_root_and_is_left_out() -> None:
     )
     report = analyze(load_documents([jaeger(loop), jaeger(HTTP)]))
     assert [result.trace_id for result in report.results] == [HTTP.trace_id]
+
+
+async def test_sink_keeps_json_exports_as_they_came(aiohttp_client: Any, tmp_path: Path) -> None:
+    """JSON exports are counted without being parsed, written to the file as sent, and what is
+    not an export (not an object, spans in bad UTF-8) is refused with a 400, never written."""
+    out = tmp_path / "spans.jsonl"
+    client = await aiohttp_client(create_app(out))
+    headers = {"Content-Type": "application/json"}
+    span = {"traceId": "1" * 32, "spanId": "2" * 16, "name": "a"}
+    sent = msgspec.json.encode({"resourceSpans": [{"scopeSpans": [{"spans": [span, span]}]}]})
+    response = await client.post("/v1/traces", data=sent, headers=headers)
+    assert response.status == 200
+    pretty = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, indent=2)
+    assert (await client.post("/v1/traces", data=pretty, headers=headers)).status == 200
+    for bad in (b"[1, 2]", b'{"resourceSpans": [{"scopeSpans": [{"spans": ["\xff"]}]}]}'):
+        assert (await client.post("/v1/traces", data=bad, headers=headers)).status == 400
+    assert await (await client.get("/count")).json() == {"spans": 3}
+    await client.close()  # the writer flushes and stops
+    lines = out.read_text().splitlines()
+    assert lines[0] == sent.decode()
+    assert json.loads(lines[1]) == json.loads(pretty)
+    assert len(lines) == 2
