@@ -4,7 +4,8 @@ Starts, each on its own RabbitMQ vhost and ports:
 
 - the project's stack in several variants: ``off`` (tracing disabled), ``10%`` and ``100%``
   (tracing on, sampled so, exporting to an OTLP sink so that spans are made, batched, encoded
-  and sent as in production), ``no-confirms`` (tracing off, request publisher confirms off);
+  and sent as in production), ``req-confs`` and ``reply-confs`` (tracing off, the broker
+  confirming requests or replies: both off by default);
 - the reference programs of ``../shared/reference-bench``: ``bare``, an aiohttp gateway making
   the same two RPCs per ``GET /dramas/{id}`` with plain aio-pika, untraced, to two workers that
   answer a constant.
@@ -13,7 +14,8 @@ Then, in rounds that rotate the order so that drift on a noisy machine hits all 
 drives ``GET /dramas/{id}`` at the same concurrency for the same time against each, while the
 CPU time of every process (gateway, workers, broker, sink, wrk) is metered from /proc. And the
 RPC round trip at concurrency 1: the project's client and worker (``loadtest.echo_worker``,
-a handler that does nothing) against the reference's raw aiormq client and worker, the floor.
+a handler that does nothing), on the event loop the services use (``EVENT_LOOP``, uvloop by
+default), against the reference's raw aiormq client and worker, the floor.
 
 Prints medians over the rounds and their ratios to the bare minimum, writes everything as JSON,
 and a plot when matplotlib is installed. Everything shares the 2 cores: compare ratios within one
