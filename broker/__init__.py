@@ -22,7 +22,13 @@ from ._errors import (
     RpcUnroutable,
 )
 from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
-from ._http import HttpRpcClient, rpc_http_app, serving_rpc_http, serving_worker
+from ._http import (
+    HttpRpcClient,
+    WorkerSettings,
+    rpc_http_app,
+    serving_rpc_http,
+    serving_worker,
+)
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event, use_event_loop
 from ._telemetry import (
@@ -61,6 +67,7 @@ __all__ = [
     "RpcWorker",
     "SqlStore",
     "Topology",
+    "WorkerSettings",
     "collect_timings",
     "configure_logging",
     "configure_tracing",

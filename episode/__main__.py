@@ -26,16 +26,8 @@ async def run(settings: Settings) -> None:
         store = await EpisodeStore.open(settings.database_url)
         stack.push_async_callback(store.close)
         worker = build_worker(settings, store)
-        await stack.enter_async_context(
-            serving_worker(
-                worker,
-                metrics_host=settings.metrics_host,
-                metrics_port=settings.metrics_port,
-                http_host=settings.rpc_http_host,
-                http_port=settings.rpc_http_port,
-            )
-        )
-        log.info("episode-service ready, broker %s", redact_url(settings.amqp_url))
+        await stack.enter_async_context(serving_worker(worker, settings.worker))
+        log.info("episode-service ready, broker %s", redact_url(settings.worker.amqp_url))
         await stop.wait()
         log.info("episode-service stopping")
 

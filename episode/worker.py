@@ -39,14 +39,7 @@ class Procedures:
 
 
 def build_worker(settings: Settings, store: EpisodeStore) -> RpcWorker:
-    worker = RpcWorker(
-        settings.amqp_url,
-        QUEUE,
-        prefetch=settings.prefetch,
-        queue_type=settings.queue_type,
-        faults=settings.faults_enabled,
-        publisher_confirms=settings.reply_confirms,
-    )
+    worker = settings.worker.rpc_worker(QUEUE)
     procedures = Procedures(store, settings.cache_ttl_ms / 1000)
     worker.register(LIST, ListEpisodes, procedures.list_episodes)
     return worker

@@ -53,7 +53,7 @@ async def measure(
     rounds: int, keys_per_call: int, endpoint_url: str | None, region: str
 ) -> dict[str, list[float]]:
     """Per-round samples, in µs: per URL and per handler call, botocore and ours."""
-    settings = Settings(amqp_url="", s3_endpoint_url=endpoint_url)
+    settings = Settings.from_env({"S3_ENDPOINT_URL": endpoint_url or ""})
     session = aioboto3.Session(
         aws_access_key_id=_ACCESS_KEY_ID,
         aws_secret_access_key=_SECRET_ACCESS_KEY,

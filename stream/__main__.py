@@ -29,19 +29,11 @@ async def run(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(open_s3(settings))
         worker = build_worker(settings, s3)
-        await stack.enter_async_context(
-            serving_worker(
-                worker,
-                metrics_host=settings.metrics_host,
-                metrics_port=settings.metrics_port,
-                http_host=settings.rpc_http_host,
-                http_port=settings.rpc_http_port,
-            )
-        )
+        await stack.enter_async_context(serving_worker(worker, settings.worker))
         log.info(
             "stream-service ready, bucket %s, broker %s",
             settings.media_bucket,
-            redact_url(settings.amqp_url),
+            redact_url(settings.worker.amqp_url),
         )
         await stop.wait()
         log.info("stream-service stopping")

@@ -100,14 +100,7 @@ class Procedures:
 
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
-    worker = RpcWorker(
-        settings.amqp_url,
-        QUEUE,
-        prefetch=settings.prefetch,
-        queue_type=settings.queue_type,
-        faults=settings.faults_enabled,
-        publisher_confirms=settings.reply_confirms,
-    )
+    worker = settings.worker.rpc_worker(QUEUE)
     procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
     worker.register(PRESIGN, Presign, procedures.presign)
     return worker

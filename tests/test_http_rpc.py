@@ -300,8 +300,8 @@ def test_settings_select_the_transport() -> None:
         {"RPC_TRANSPORT": "http", "EPISODE_RPC_URL": "http://e:9111", "STREAM_RPC_URL": "http://s"}
     )
     assert (http.rpc_transport, http.episode_rpc_url) == ("http", "http://e:9111")
-    assert EpisodeSettings.from_env({}).rpc_http_port is None  # off unless asked for
-    assert EpisodeSettings.from_env({"RPC_HTTP_PORT": "9111"}).rpc_http_port == 9111
+    assert EpisodeSettings.from_env({}).worker.rpc_http_port is None  # off unless asked for
+    assert EpisodeSettings.from_env({"RPC_HTTP_PORT": "9111"}).worker.rpc_http_port == 9111
     with pytest.raises(ConfigError, match="RPC_HTTP_PORT"):
         EpisodeSettings.from_env({"RPC_HTTP_PORT": "0"})
 
