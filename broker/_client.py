@@ -60,6 +60,7 @@ from ._wire import (
     QUEUE_WAIT_NS,
     SENT_AT_NS,
     TIMEOUT_MS,
+    ErrorBody,
     Reply,
     Topology,
     encode,
@@ -273,8 +274,6 @@ class AmqpRpcClient:
                 reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
-        except _LINK_ERRORS as exc:
-            raise RpcUnavailable(method, f"broker link failed: {exc!r}") from exc
         finally:
             self._pending.pop(correlation_id, None)
             if future.done() and not future.cancelled():
@@ -529,8 +528,13 @@ def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
     except msgspec.DecodeError as exc:
         raise RpcRemoteError(method, "bad_reply", f"undecodable reply: {exc}") from None
     if reply.error is not None:
-        error = RpcNotFound if reply.error.type == "not_found" else RpcRemoteError
-        raise error(method, reply.error.type, reply.error.message)
+        raise remote_error(method, reply.error)
     if reply.result is None:
         raise RpcRemoteError(method, "bad_reply", "reply has neither result nor error")
     return reply.result
+
+
+def remote_error(method: str, error: ErrorBody) -> RpcRemoteError:
+    """The exception of a worker's error reply, whatever the transport."""
+    kind = RpcNotFound if error.type == "not_found" else RpcRemoteError
+    return kind(method, error.type, error.message)

@@ -36,6 +36,7 @@ import aio_pika.abc
 import msgspec
 
 from ._errors import HandlerError
+from ._wire import CONTENT_TYPE, DIRECT_REPLY_TO, Topology
 
 Req = TypeVar("Req")
 Handler = Callable[[Req], Awaitable[Any]]
@@ -162,7 +163,7 @@ async def send_fault_rule(
     url: str,
     rule: FaultRule,
     *,
-    exchange: str = "rpc.control",
+    exchange: str = Topology().control_exchange,
     expect: int | None = None,
     wait: float = 2.0,
 ) -> list[FaultAck]:
@@ -180,7 +181,7 @@ async def send_fault_rule(
         control = await channel.declare_exchange(
             exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
 
         async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             if message.correlation_id != correlation_id:
@@ -193,9 +194,9 @@ async def send_fault_rule(
         await control.publish(
             aio_pika.Message(
                 msgspec.json.encode(rule),
-                content_type="application/json",
+                content_type=CONTENT_TYPE,
                 correlation_id=correlation_id,
-                reply_to="amq.rabbitmq.reply-to",
+                reply_to=DIRECT_REPLY_TO,
             ),
             routing_key="",
         )

@@ -32,10 +32,9 @@ from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from ._client import observed_call
+from ._client import observed_call, remote_error
 from ._env import Env
 from ._errors import (
-    RpcNotFound,
     RpcRemoteError,
     RpcTimeout,
     RpcUnavailable,
@@ -222,8 +221,7 @@ def _raise_for(method: str, url: str, status: int, body: bytes, timeout: float) 
     except msgspec.DecodeError:
         pass
     else:
-        kind = RpcNotFound if error.type == "not_found" else RpcRemoteError
-        raise kind(method, error.type, error.message)
+        raise remote_error(method, error)
     # No envelope: not a worker's answer (a proxy's, a server going away, the wrong port).
     if status >= 500:
         raise RpcUnavailable(method, f"HTTP {status} from {url}")

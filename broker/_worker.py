@@ -455,7 +455,15 @@ class RpcWorker:
             # sampling decision for the handler's own spans (not new root traces).
             token = otel_context.attach(parent)
             try:
-                await self._run(message, method, caller, sent_at, received_ns, settled=settled)
+                await self._run(
+                    message,
+                    method,
+                    caller,
+                    sent_at,
+                    received_ns,
+                    wait_ns=queue_wait_ns,
+                    settled=settled,
+                )
             finally:
                 otel_context.detach(token)
             return
@@ -484,7 +492,9 @@ class RpcWorker:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            await self._run(message, method, span, sent_at, received_ns, settled=settled)
+            await self._run(
+                message, method, span, sent_at, received_ns, wait_ns=queue_wait_ns, settled=settled
+            )
 
     async def _run(
         self,
@@ -494,15 +504,14 @@ class RpcWorker:
         sent_at: int | None,
         received_ns: int,
         *,
+        wait_ns: int,
         settled: list[bool],
     ) -> None:
-        queue_wait_ns = 0
         if sent_at is not None:
-            queue_wait_ns = max(0, received_ns - sent_at)
-            RPC_QUEUE_WAIT.labels(method).observe(queue_wait_ns / 1e9, exemplar())
-        with Handling(method, span, "amqp", queue_wait_ns) as handling:
+            RPC_QUEUE_WAIT.labels(method).observe(wait_ns / 1e9, exemplar())
+        with Handling(method, span, "amqp", wait_ns) as handling:
             handling.outcome = await self._complete(
-                message, method, sent_at, received_ns, queue_wait_ns, settled=settled
+                message, method, sent_at, received_ns, wait_ns, settled=settled
             )
 
     async def _complete(
