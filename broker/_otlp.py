@@ -137,7 +137,7 @@ def _span(span: ReadableSpan) -> Json:
     document: Json = {
         "traceId": f"{context.trace_id:032x}",
         "spanId": f"{context.span_id:016x}",
-        "flags": _REMOTE if parent is not None and parent.is_remote else _LOCAL,
+        "flags": _flags(parent),
         "name": span.name,
         "kind": _KINDS[span.kind],
         "startTimeUnixNano": str(span.start_time),
