@@ -28,7 +28,7 @@ from typing import Any
 from .analyze import analyze, select
 from .bench import broker_pid, cpu_us
 from .stack import Stack, StackConfig, StackError, vhost
-from .traces import Trace, load_traces
+from .traces import Trace, load_traces, within
 
 TRANSPORTS = ("amqp", "http")
 CATEGORIES = ("app", "db", "s3", "queue_wait", "reply_wait", "broker", "network")
@@ -76,8 +76,7 @@ async def measure(
 
 def breakdown(traces: list[Trace], window: tuple[int, int]) -> dict[str, Any]:
     """The analyser's report of the traces that started in ``window``."""
-    chosen = [t for t in traces if window[0] <= min(s.start_us for s in t.spans) <= window[1]]
-    report = analyze(chosen)
+    report = analyze(within(traces, window))
     document = report.to_json(per_trace=False)
     return {
         "traces": document["traces"],
