@@ -76,12 +76,11 @@ async def measure(
 
 def breakdown(traces: list[Trace], window: tuple[int, int]) -> dict[str, Any]:
     """The analyser's report of the traces that started in ``window``."""
-    report = analyze(within(traces, window))
-    document = report.to_json(per_trace=False)
+    document = analyze(within(traces, window)).to_json(per_trace=False)
     return {
         "traces": document["traces"],
         "categories": {c: document["categories"][c] for c in CATEGORIES},
-        "bottleneck": report.bottleneck(),
+        "bottleneck": document["bottleneck"],
     }
 
 
