@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        if args.plot:
-            render.write_plot(report, args.plot)
-        if args.html:
-            render.write_html(report, args.html)
+        render.write(report, args.plot, args.html)
     except ModuleNotFoundError as error:
         print(
             f"analyze: --plot and --html need {error.name}: pip install "
