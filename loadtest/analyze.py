@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from loadtest import report as render
-from loadtest.critical_path import CATEGORIES, TraceResult, analyse_trace
+from loadtest.critical_path import CATEGORIES, TraceResult, analyse_trace, root_span
 from loadtest.traces import Trace, TraceFormatError, fetch_jaeger, load_traces, parse_lookback
 
 __all__ = ["CATEGORIES", "Report", "analyze", "load_traces", "main"]
@@ -176,8 +176,8 @@ def select(traces: Iterable[Trace], service: str | None, operation: str | None) 
         if service and all(span.service != service for span in trace.spans):
             continue
         if operation:
-            result = analyse_trace(trace)
-            if result is None or result.root.name != operation:
+            root = root_span(trace)
+            if root is None or root.name != operation:
                 continue
         chosen.append(trace)
     return chosen
@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        if args.plot:
-            render.write_plot(report, args.plot)
-        if args.html:
-            render.write_html(report, args.html)
+        render.write(report, args.plot, args.html)
     except ModuleNotFoundError as error:
         print(
             f"analyze: --plot and --html need {error.name}: pip install "

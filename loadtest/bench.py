@@ -473,7 +473,6 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"make bench: {exc}", file=sys.stderr)
         return 1
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
     print(f"\nJSON: {args.json}")

@@ -16,7 +16,6 @@ CPU time is this thread's (``time.thread_time_ns``): waiting for the sink's answ
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from opentelemetry.util.types import AnyValue
 
 from broker._otlp import OtlpJsonSpanExporter
 from broker._otlp import encode_spans as json_encode
+from loadtest.stack import free_port
 
 
 def request_spans(count: int) -> list[ReadableSpan]:
@@ -99,13 +99,6 @@ def request_spans(count: int) -> list[ReadableSpan]:
                         }
                     )
     return list(memory.get_finished_spans()[:count])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -28,11 +28,12 @@ from typing import Any
 from .analyze import analyze, select
 from .bench import broker_pid, cpu_us
 from .stack import Stack, StackConfig, StackError, vhost
-from .traces import Trace, load_traces
+from .traces import Trace, load_traces, within
 
 TRANSPORTS = ("amqp", "http")
 CATEGORIES = ("app", "db", "s3", "queue_wait", "reply_wait", "broker", "network")
 DETAIL = "GET /dramas/{id}"
+WARMUP_S = 1  # seconds the load generator sends before it measures
 
 
 async def load(url: str, rate: float, seconds: float, out: Path) -> dict[str, Any]:
@@ -40,7 +41,7 @@ async def load(url: str, rate: float, seconds: float, out: Path) -> dict[str, An
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtest", "load", "--url", url, "--mode", "open",
         "--arrivals", "constant", "--rate", str(rate), "--duration", str(seconds),
-        "--warmup", "1", "--mix", "detail=1", "--json", str(out),
+        "--warmup", str(WARMUP_S), "--mix", "detail=1", "--json", str(out),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     _, err = await process.communicate()
@@ -56,11 +57,11 @@ async def measure(
     before = {name: cpu_us(pid) for name, pid in pids.items()}
     started = time.time_ns() // 1000
     result = await load(url, rate, seconds, out)
-    # The analysis leaves out the load generator's 1 s of warm-up, as its latencies do.
-    window = (started + 1_000_000, time.time_ns() // 1000)
+    # The analysis leaves out the load generator's warm-up, as its latencies do.
+    window = (started + WARMUP_S * 1_000_000, time.time_ns() // 1000)
     after = {name: cpu_us(pid) for name, pid in pids.items()}
     # Warm-up requests cost CPU too: divide by every request sent.
-    requests = max(1, round(result["rate"]["sent"] * seconds + rate * 1))
+    requests = max(1, round(result["sent"] + rate * WARMUP_S))
     cpu = {name: (after[name] - before[name]) / requests for name in pids}
     return {
         "rate": rate,
@@ -76,13 +77,11 @@ async def measure(
 
 def breakdown(traces: list[Trace], window: tuple[int, int]) -> dict[str, Any]:
     """The analyser's report of the traces that started in ``window``."""
-    chosen = [t for t in traces if window[0] <= min(s.start_us for s in t.spans) <= window[1]]
-    report = analyze(chosen)
-    document = report.to_json(per_trace=False)
+    document = analyze(within(traces, window)).to_json(per_trace=False)
     return {
         "traces": document["traces"],
         "categories": {c: document["categories"][c] for c in CATEGORIES},
-        "bottleneck": report.bottleneck(),
+        "bottleneck": document["bottleneck"],
     }
 
 

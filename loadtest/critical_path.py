@@ -162,6 +162,14 @@ def _pick_root(spans: list[Span], ids: set[str]) -> tuple[Span, list[Span]] | No
     return root, [span for span in tops if span is not root]
 
 
+def root_span(trace: Trace) -> Span | None:
+    """The root `analyse_trace` reports, without the analysis; None where it returns None."""
+    by_id = {span.span_id: span for span in trace.spans}
+    picked = _pick_root(list(trace.spans), set(by_id))
+    # The span analysed is the last of its id, as `analyse_trace`'s nodes keep it.
+    return None if picked is None else by_id[picked[0].span_id]
+
+
 def _effective_parent(span: Span, by_id: dict[str, Span]) -> str:
     """The parent for the walk: a request-reply PRODUCER's children belong to its CLIENT."""
     parent = by_id[span.parent_id]

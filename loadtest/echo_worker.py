@@ -17,6 +17,7 @@ import msgspec
 from broker import RpcWorker, configure_tracing, stop_event, use_event_loop
 
 METHOD = "bench.echo"
+QUEUE = "rpc.bench"
 
 
 class Ask(msgspec.Struct):
@@ -38,9 +39,9 @@ async def echo(ask: Ask) -> Episodes:
     return Episodes(ask.drama_id, [Episode(i, f"Episode {i}", 1800) for i in range(3)])
 
 
-async def run(url: str, queue: str) -> None:
+async def run(url: str) -> None:
     stop = stop_event()
-    worker = RpcWorker(url, queue, prefetch=256)
+    worker = RpcWorker(url, QUEUE, prefetch=256)
     worker.register(METHOD, Ask, echo)
     async with worker:
         print("READY", flush=True)
@@ -50,12 +51,11 @@ async def run(url: str, queue: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.echo_worker", description=__doc__)
     parser.add_argument("--amqp-url", required=True)
-    parser.add_argument("--queue", default="rpc.bench")
     args = parser.parse_args(argv)
     use_event_loop(os.environ.get("EVENT_LOOP", "uvloop"))  # as the services run
     provider = configure_tracing("echo-worker", os.environ)
     try:
-        asyncio.run(run(args.amqp_url, args.queue))
+        asyncio.run(run(args.amqp_url))
     finally:
         if provider is not None:
             provider.shutdown()

@@ -98,11 +98,15 @@ def table(report: Report) -> str:
     )
 
 
-def figure(report: Report) -> Figure:
-    """Stacked breakdown of the traces around p50/p95/p99, and CDFs of queue wait and network."""
+def figure(report: Report, document: dict[str, Any] | None = None) -> Figure:
+    """Stacked breakdown of the traces around p50/p95/p99, and CDFs of queue wait and network.
+
+    ``document``: the report's ``to_json(per_trace=False)``, if the caller has it already.
+    """
     from matplotlib.figure import Figure  # noqa: PLC0415 - drawing is optional, and slow to import
 
-    document = report.to_json(per_trace=False)
+    if document is None:
+        document = report.to_json(per_trace=False)
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     bars, cdf = fig.subplots(1, 2)
     labels = list(document["percentiles"])
@@ -125,14 +129,10 @@ def figure(report: Report) -> Figure:
     return fig
 
 
-def png(report: Report) -> bytes:
+def png(report: Report, document: dict[str, Any] | None = None) -> bytes:
     buffer = io.BytesIO()
-    figure(report).savefig(buffer, format="png", dpi=100)
+    figure(report, document).savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
-
-def write_plot(report: Report, path: Path) -> None:
-    path.write_bytes(png(report))
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
@@ -155,12 +155,14 @@ img { max-width: 100%; }
 """
 
 
-def html_page(report: Report) -> str:
-    """One page with everything inline: CSS, the plot as a base64 PNG, the tables."""
-    document = report.to_json(per_trace=False)
+def html_page(document: dict[str, Any], plot: bytes) -> str:
+    """One page with everything inline: CSS, the ``plot`` PNG in base64, the tables.
+
+    ``document``: the report's ``to_json(per_trace=False)``.
+    """
     categories, path = _rows(document)
     duration = document["duration"]
-    image = base64.b64encode(png(report)).decode()
+    image = base64.b64encode(plot).decode()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Latency breakdown</title>
 <style>{STYLE}</style></head>
@@ -179,5 +181,13 @@ p99 {duration["p99_ms"]:.3f} ms, mean {duration["mean_ms"]:.3f} ms.</p>
 """
 
 
-def write_html(report: Report, path: Path) -> None:
-    path.write_text(html_page(report))
+def write(report: Report, plot: Path | None, page: Path | None) -> None:
+    """``--plot`` and ``--html``: the PNG, the page, or both from one document and one drawing."""
+    if plot is None and page is None:
+        return
+    document = report.to_json(per_trace=False)
+    image = png(report, document)
+    if plot is not None:
+        plot.write_bytes(image)
+    if page is not None:
+        page.write_text(html_page(document, image))

@@ -268,6 +268,14 @@ class Stack:
             await self.stop_process(name)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the caller binds it soon after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextlib.contextmanager
 def vhost(name: str) -> Iterator[str]:
     """A RabbitMQ virtual host for the block (guest may use it), through rabbitmqctl: stacks

@@ -210,6 +210,11 @@ def group(spans: Iterable[Span]) -> list[Trace]:
     return [Trace(trace_id, tuple(found.values())) for trace_id, found in by_trace.items()]
 
 
+def within(traces: Iterable[Trace], window: tuple[int, int]) -> list[Trace]:
+    """The traces whose earliest span started in ``window`` (microseconds, both ends included)."""
+    return [t for t in traces if window[0] <= min(s.start_us for s in t.spans) <= window[1]]
+
+
 def load_traces(paths: Iterable[Path | str]) -> list[Trace]:
     """Every trace in the files; a trace split across files (or sink batches) is joined."""
     return group(span for path in paths for span in file_spans(Path(path)))

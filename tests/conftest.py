@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,19 +14,12 @@ from aiohttp import web
 
 from broker import Topology
 from loadtest.stack import Stack, StackConfig
+from loadtest.stack import free_port as free_port  # noqa: PLC0414 - re-exported for the tests
 from loadtest.stack import vhost as rabbitmq_vhost
 from tests.otlp import OtlpReceiver
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the caller binds it soon after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

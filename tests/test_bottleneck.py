@@ -18,7 +18,7 @@ import aiohttp
 from broker import FaultRule, send_fault_rule
 from loadtest.analyze import Report, analyze, select
 from loadtest.stack import Stack, StackConfig
-from loadtest.traces import Trace, load_traces
+from loadtest.traces import load_traces, within
 from tests.conftest import free_port
 
 DETAIL = "GET /dramas/{id}"
@@ -40,10 +40,6 @@ async def drive(base: str, requests: int, concurrency: int) -> tuple[int, int]:
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(*(user(http) for _ in range(concurrency)))
     return started, time.time_ns() // 1000
-
-
-def within(traces: list[Trace], window: tuple[int, int]) -> list[Trace]:
-    return [t for t in traces if window[0] <= min(s.start_us for s in t.spans) <= window[1]]
 
 
 async def fault(amqp_url: str, expect: int, **rule: Any) -> None:
