@@ -21,7 +21,6 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from google.protobuf.json_format import ParseDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -40,6 +39,7 @@ from loadtest.traces import Trace, TraceFormatError, document_spans, group, norm
 from tests.conftest import free_port
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
 from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC
+from tests.otlp import request_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -539,21 +539,7 @@ def test_sink_json_is_protobufs_json_with_hex_ids() -> None:
     request = encode_spans(exporter.get_finished_spans())
     line = json.dumps(otlp_json(request))
     assert re.search(r'"parentSpanId": "[0-9a-f]{16}"', line)
-
-    def to_base64(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: base64.b64encode(bytes.fromhex(value)).decode()
-                if key in {"traceId", "spanId", "parentSpanId"}
-                else to_base64(value)
-                for key, value in node.items()
-            }
-        if isinstance(node, list):
-            return [to_base64(item) for item in node]
-        return node
-
-    parsed = ParseDict(to_base64(json.loads(line)), ExportTraceServiceRequest())
-    assert parsed == request
+    assert request_from_json(line.encode()) == request
 
 
 def fenced_blocks(text: str, language: str) -> list[str]:
