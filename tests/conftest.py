@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from tests.otlp import OtlpReceiver
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -28,6 +32,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def running_sink(out: Path) -> Iterator[str]:
+    """``python -m loadtest sink --out FILE`` on a free port, and its URL; on exit it is
+    stopped (SIGTERM), has exited 0, and FILE is complete."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest", "sink", "--port", str(port), "--out", str(out)]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            assert "OTLP sink listening on" in process.stdout.readline()
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
+    assert process.returncode == 0
 
 
 @pytest.fixture
