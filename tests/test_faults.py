@@ -156,10 +156,20 @@ async def test_slow_database_slows_only_the_faulted_method(
 
 
 @pytest.mark.usefixtures("worker")
-async def test_rules_for_another_queue_are_ignored(amqp_url: str, topology: Topology) -> None:
+async def test_rules_for_another_queue_are_ignored(
+    amqp_url: str, topology: Topology, queue_name: str
+) -> None:
     rule = FaultRule(queue="rpc.elsewhere", delay_ms=10)
     acks = await send_fault_rule(amqp_url, rule, exchange=topology.control_exchange, wait=0.3)
     assert acks == []
+    # No ack could also mean a deaf worker: a rule for its own queue is answered, and as control
+    # messages are taken in order, the one above has been heard (and not applied) by then.
+    ours = FaultRule(queue=queue_name, method="t.echo")  # sets nothing, clears only t.echo
+    acks = await send_fault_rule(
+        amqp_url, ours, exchange=topology.control_exchange, expect=1, wait=5
+    )
+    assert [ack.queue for ack in acks] == [queue_name], "the worker answers no rule at all"
+    assert acks[0].rules == {}  # the rule for rpc.elsewhere (key "*") was not applied
 
 
 @pytest.mark.usefixtures("worker")
