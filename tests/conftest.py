@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -49,6 +51,36 @@ def running_sink(out: Path) -> Iterator[str]:
             process.terminate()
             process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+class LogWaiter(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@contextmanager
+def log_waiters(logger_name: str, *texts: str) -> Iterator[tuple[LogWaiter, ...]]:
+    """A LogWaiter for each text on the logger, which logs INFO records meanwhile."""
+    waiters = tuple(LogWaiter(text) for text in texts)
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    for waiter in waiters:
+        logger.addHandler(waiter)
+    try:
+        yield waiters
+    finally:
+        logger.setLevel(level)
+        for waiter in waiters:
+            logger.removeHandler(waiter)
 
 
 @pytest.fixture
