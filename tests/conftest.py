@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,54 @@ from tests.otlp import OtlpReceiver
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running_sink(out: Path) -> Iterator[str]:
+    """``python -m loadtest sink --out FILE`` on a free port, and its URL; on exit it is
+    stopped (SIGTERM), has exited 0, and FILE is complete."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest", "sink", "--port", str(port), "--out", str(out)]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            assert "OTLP sink listening on" in process.stdout.readline()
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+class LogWaiter(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@contextmanager
+def log_waiters(logger_name: str, *texts: str) -> Iterator[tuple[LogWaiter, ...]]:
+    """A LogWaiter for each text on the logger, which logs INFO records meanwhile."""
+    waiters = tuple(LogWaiter(text) for text in texts)
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    for waiter in waiters:
+        logger.addHandler(waiter)
+    try:
+        yield waiters
+    finally:
+        logger.setLevel(level)
+        for waiter in waiters:
+            logger.removeHandler(waiter)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import json
 import re
-import signal
 import struct
 import sys
 from collections.abc import Callable
@@ -21,7 +20,6 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from google.protobuf.json_format import ParseDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -37,9 +35,10 @@ from loadtest.analyze import CATEGORIES, analyze, load_traces
 from loadtest.critical_path import TraceResult
 from loadtest.sink import create_app, otlp_json
 from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
-from tests.conftest import free_port
+from tests.conftest import running_sink
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
 from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC
+from tests.otlp import request_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -486,20 +485,9 @@ def export_ours(endpoint: str) -> None:
 
 async def test_sink_stores_what_an_exporter_sends(tmp_path: Path) -> None:
     out = tmp_path / "spans.jsonl"
-    port = free_port()
-    sink = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest", "sink", "--port", str(port), "--out", str(out),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert sink.stdout is not None
-        assert b"OTLP sink listening on" in await sink.stdout.readline()
-        await asyncio.to_thread(export_ours, f"http://127.0.0.1:{port}/v1/traces")
-        assert await count_spans(port) == {"spans": len(OURS.spans)}
-    finally:
-        sink.send_signal(signal.SIGTERM)
-        await sink.wait()
-    assert sink.returncode == 0
+    with running_sink(out) as url:
+        await asyncio.to_thread(export_ours, f"{url}/v1/traces")
+        assert await count_spans(url) == {"spans": len(OURS.spans)}
     lines = out.read_text().splitlines()
     assert len(lines) == len(OURS.spans)  # SimpleSpanProcessor: one request per span
     assert re.search(r'"spanId":"[0-9a-f]{16}"', lines[0])  # hex, as OTLP/JSON asks
@@ -511,11 +499,11 @@ async def test_sink_stores_what_an_exporter_sends(tmp_path: Path) -> None:
     assert result.categories == dict.fromkeys(CATEGORIES, 0) | OURS.categories
 
 
-async def count_spans(port: int) -> Any:
+async def count_spans(url: str) -> Any:
     """The sink's span count, the endpoint loadtest/bench.py reads."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/count", raise_for_status=True) as response,
+        session.get(f"{url}/count", raise_for_status=True) as response,
     ):
         return await response.json()
 
@@ -539,21 +527,7 @@ def test_sink_json_is_protobufs_json_with_hex_ids() -> None:
     request = encode_spans(exporter.get_finished_spans())
     line = json.dumps(otlp_json(request))
     assert re.search(r'"parentSpanId": "[0-9a-f]{16}"', line)
-
-    def to_base64(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: base64.b64encode(bytes.fromhex(value)).decode()
-                if key in {"traceId", "spanId", "parentSpanId"}
-                else to_base64(value)
-                for key, value in node.items()
-            }
-        if isinstance(node, list):
-            return [to_base64(item) for item in node]
-        return node
-
-    parsed = ParseDict(to_base64(json.loads(line)), ExportTraceServiceRequest())
-    assert parsed == request
+    assert request_from_json(line.encode()) == request
 
 
 def fenced_blocks(text: str, language: str) -> list[str]:

@@ -195,8 +195,14 @@ async def test_broker_connections_closed_under_load(
         closed = time.monotonic()
         # drama-service has seen its connection go (a request failed since), so that a
         # readiness probe answered before it noticed cannot pass for a recovery.
-        async with progress:
-            await progress.wait_for(lambda: any(s != 200 for s, *_ in outcomes))
+        try:
+            async with asyncio.timeout(20), progress:
+                await progress.wait_for(lambda: any(s != 200 for s, *_ in outcomes))
+        except TimeoutError:
+            raise AssertionError(
+                f"no request failed in the 20 s after the connections were closed "
+                f"({len(outcomes)} answered, all 200): the outage went unnoticed"
+            ) from None
         # Recovered: drama-service ready again and both workers consuming again.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

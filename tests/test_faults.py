@@ -4,7 +4,6 @@ cleared at run time through the broker's control exchange."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from broker import (
     send_fault_rule,
 )
 from loadtest import fault as fault_cli
+from tests.conftest import log_waiters
 
 
 class Ask(msgspec.Struct):
@@ -156,10 +156,20 @@ async def test_slow_database_slows_only_the_faulted_method(
 
 
 @pytest.mark.usefixtures("worker")
-async def test_rules_for_another_queue_are_ignored(amqp_url: str, topology: Topology) -> None:
+async def test_rules_for_another_queue_are_ignored(
+    amqp_url: str, topology: Topology, queue_name: str
+) -> None:
     rule = FaultRule(queue="rpc.elsewhere", delay_ms=10)
     acks = await send_fault_rule(amqp_url, rule, exchange=topology.control_exchange, wait=0.3)
     assert acks == []
+    # No ack could also mean a deaf worker: a rule for its own queue is answered, and as control
+    # messages are taken in order, the one above has been heard (and not applied) by then.
+    ours = FaultRule(queue=queue_name, method="t.echo")  # sets nothing, clears only t.echo
+    acks = await send_fault_rule(
+        amqp_url, ours, exchange=topology.control_exchange, expect=1, wait=5
+    )
+    assert [ack.queue for ack in acks] == [queue_name], "the worker answers no rule at all"
+    assert acks[0].rules == {}  # the rule for rpc.elsewhere (key "*") was not applied
 
 
 @pytest.mark.usefixtures("worker")
@@ -221,30 +231,12 @@ async def test_rules_at_once_leave_one_consumer(
     assert await consumers(amqp_url, queue_name) == 1
 
 
-class LogWaiter(logging.Handler):
-    """Sets ``seen`` when a record containing ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-
 async def test_a_deleted_queue_is_declared_and_consumed_again(
     amqp_url: str, queue_name: str, client: AmqpRpcClient, worker: RpcWorker
 ) -> None:
-    cancelled = LogWaiter("the broker cancelled the consumer")
-    again = LogWaiter("worker consuming again")
-    logger = logging.getLogger("broker._worker")
-    level = logger.level
-    logger.setLevel(logging.INFO)  # "consuming again" is an INFO record
-    for waiter in (cancelled, again):
-        logger.addHandler(waiter)
-    try:
+    with log_waiters(
+        "broker._worker", "the broker cancelled the consumer", "worker consuming again"
+    ) as (cancelled, again):
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
@@ -252,10 +244,6 @@ async def test_a_deleted_queue_is_declared_and_consumed_again(
         async with asyncio.timeout(10):
             await cancelled.seen.wait()
             await again.seen.wait()
-    finally:
-        logger.setLevel(level)
-        for waiter in (cancelled, again):
-            logger.removeHandler(waiter)
     assert worker.ready
     assert await consumers(amqp_url, queue_name) == 1
     assert (await client.call("t.echo", Ask(5), Answer)).value == 5

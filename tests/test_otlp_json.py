@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from broker import ConfigError
 from broker._otlp import OtlpJsonSpanExporter, encode_spans
 from loadtest import bench_export
 from loadtest.traces import load_traces
-from tests.conftest import free_port
+from tests.conftest import free_port, running_sink
 from tests.otlp import request_from_json
 
 REMOTE = SpanContext(
@@ -192,21 +190,6 @@ def test_the_json_is_otlp_json_not_protobuf_json() -> None:
 
 
 # --- delivery ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def running_sink(out: Path) -> Iterator[str]:
-    """``python -m loadtest sink --out FILE``; on exit it is stopped, and FILE is complete."""
-    port = free_port()
-    command = [sys.executable, "-m", "loadtest", "sink", "--port", str(port), "--out", str(out)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stdout is not None
-            assert "listening" in process.stdout.readline()
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.communicate(timeout=10)
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])

@@ -24,6 +24,7 @@ from broker import (
     Topology,
     metrics_app,
 )
+from tests.conftest import log_waiters
 
 
 class Ask(msgspec.Struct, forbid_unknown_fields=True):
@@ -303,10 +304,12 @@ async def test_graceful_stop_finishes_in_flight(
     worker = await start_worker(amqp_url, queue_name, topology, service)
     held = asyncio.create_task(client.call("t.echo", Ask(9, block=True), Answer))
     await service.entered.wait()
-    stopping = asyncio.create_task(worker.stop())
     # stop() drains: while a request is in flight it does not return (nor close under it).
-    done, _ = await asyncio.wait({stopping}, timeout=0.3)
-    assert not done
+    with log_waiters("broker._worker", "worker draining 1 in-flight") as (draining,):
+        stopping = asyncio.create_task(worker.stop())
+        async with asyncio.timeout(5):
+            await draining.seen.wait()
+    assert not stopping.done()
     assert worker.in_flight == 1
     service.release.set()
     await stopping

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools"
+EKS_TERRAFORM_ENV = ROOT / "k8s" / "overlays" / "eks" / "terraform.env"
 
 
 def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -20,6 +25,24 @@ def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]
         command = " ".join(map(str, args))
         pytest.fail(f"{command} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def eks_terraform_env() -> dict[str, str]:
+    """The committed k8s/overlays/eks/terraform.env (Terraform's outputs the eks overlay reads)."""
+    lines = EKS_TERRAFORM_ENV.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip())
+
+
+def guide_helm_values() -> dict[str, Any]:
+    """The Helm values docs/deploy-kubernetes.md passes on stdin (`-f - <<'EOF_VALUES'`), by
+    the release they are installed as."""
+    text = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    out: dict[str, Any] = {}
+    for before, after in itertools.pairwise(text.split("<<'EOF_VALUES'\n")):
+        (release,) = re.findall(r"helm install ([\w-]+)", before)[-1:]
+        assert release not in out, f"the guide passes values to {release} twice"
+        out[release] = yaml.safe_load(after.split("\nEOF_VALUES\n")[0])
+    return out
 
 
 @pytest.fixture(scope="session")

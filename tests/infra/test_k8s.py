@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from broker import RpcWorker
-from tests.infra.conftest import ROOT, run
+from tests.infra.conftest import ROOT, eks_terraform_env, guide_helm_values, run
 
 # Unknown fields must fail: the cloudcoil models allow extras by default, and a model class copies
 # its base's config when it is created, so this must run before the model modules are imported.
@@ -58,7 +58,6 @@ PROBE_PORTS = {
 RULES_SOURCE = ROOT / "observability" / "prometheus" / "rules"
 RULES_OUT = K8S / "observability" / "prometheus-rules"
 DASHBOARDS = ROOT / "observability" / "grafana" / "dashboards"
-TERRAFORM_ENV = K8S / "overlays" / "eks" / "terraform.env"
 KUBERNETES_VERSION = "1.32.0"
 WRITABLE_TMP = "/tmp"  # noqa: S108 - the path the pods mount an emptyDir on, not a file here
 
@@ -668,18 +667,13 @@ def test_jaeger_is_v2_with_otlp_and_ui(docs: list[Doc]) -> None:
     assert "memory" in config["extensions"]["jaeger_storage"]["backends"]["memstore"]
 
 
-def helm_values_in_guide() -> list[Doc]:
-    """The Helm values docs/deploy-kubernetes.md passes on stdin (`-f - <<'EOF_VALUES'`)."""
-    text = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
-    blocks = [part.split("\nEOF_VALUES\n")[0] for part in text.split("<<'EOF_VALUES'\n")[1:]]
-    return [yaml.safe_load(block) for block in blocks]
-
-
 def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> None:
     """The istiod provider is the one the Telemetry names and points at the Jaeger Service;
     Prometheus mounts the Istio certificates where the ServiceMonitors look for them."""
     docs = rendered["local"]
-    istiod, stack = helm_values_in_guide()
+    values = guide_helm_values()
+    assert set(values) == {"istiod", "kube-prometheus-stack"}
+    istiod, stack = values["istiod"], values["kube-prometheus-stack"]
     (provider,) = istiod["meshConfig"]["extensionProviders"]
     assert provider["name"] == "jaeger-otel"
     jaeger = one(docs, "Service", "jaeger")
@@ -699,13 +693,8 @@ def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> 
 # --- eks wiring -----------------------------------------------------------------------------
 
 
-def terraform_outputs() -> dict[str, str]:
-    lines = TERRAFORM_ENV.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.strip())
-
-
 def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]]) -> None:
-    outputs = terraform_outputs()
+    outputs = eks_terraform_env()
     assert set(outputs) == {"STREAM_SERVICE_ROLE_ARN", "MEDIA_BUCKET", "AWS_REGION", "IMAGE"}
     docs = rendered["eks"]
     sa = one(docs, "ServiceAccount", "stream-service")

@@ -10,7 +10,6 @@ rendered overlay refers to.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from hcl2.utils import SerializationOptions
 
-from .conftest import ROOT, run
+from .conftest import ROOT, eks_terraform_env, guide_helm_values, run
 
 TERRAFORM = ROOT / "terraform"
 MODULES = TERRAFORM / "modules"
@@ -143,11 +142,6 @@ def rendered(kind: str, name: str) -> Doc:
     return found[0]
 
 
-def committed_overlay_env() -> dict[str, str]:
-    lines = (EKS_OVERLAY / "terraform.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.strip())
-
-
 def overlay_env_template() -> dict[str, str]:
     """The KEY=${expression} lines of the eks_overlay_env output (heredoc markers dropped)."""
     text = block(load(PROD), "output", "eks_overlay_env")["value"]
@@ -201,17 +195,6 @@ def leaves(values: Doc, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
     for key, value in values.items():
         path = (*prefix, key)
         out |= leaves(value, path) if isinstance(value, dict) else {path}
-    return out
-
-
-def guide_helm_values() -> dict[str, Doc]:
-    """The values docs/deploy-kubernetes.md passes on stdin, by the release they are for."""
-    text = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
-    parts = text.split("<<'EOF_VALUES'\n")
-    out = {}
-    for before, after in itertools.pairwise(parts):
-        (chart,) = re.findall(r"helm install ([\w-]+)", before)[-1:]
-        out[chart] = yaml.safe_load(after.split("\nEOF_VALUES\n")[0])
     return out
 
 
@@ -353,7 +336,7 @@ def test_overlay_env_lines_are_the_named_outputs() -> None:
 
 def test_overlay_env_keys_match_the_committed_terraform_env() -> None:
     """`terraform output -raw eks_overlay_env > k8s/overlays/eks/terraform.env` fits the file."""
-    assert list(committed_overlay_env()) == list(overlay_env_template())
+    assert list(eks_terraform_env()) == list(overlay_env_template())
 
 
 def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> None:
@@ -362,7 +345,7 @@ def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> No
     name = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     account = rendered("ServiceAccount", name)
     annotation = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-    assert annotation == committed_overlay_env()["STREAM_SERVICE_ROLE_ARN"]
+    assert annotation == eks_terraform_env()["STREAM_SERVICE_ROLE_ARN"]
     assert (
         overlay_env_template()["STREAM_SERVICE_ROLE_ARN"]
         == (block(load(PROD), "output", "stream_service_role_arn")["value"])
