@@ -420,6 +420,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=30)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
