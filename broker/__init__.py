@@ -33,6 +33,7 @@ from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_m
 from ._runtime import configure_logging, redact_url, service_main, stop_event, use_event_loop
 from ._telemetry import (
     CallTiming,
+    PresetTraceIds,
     collect_timings,
     configure_tracing,
     instrument_engine,
@@ -55,6 +56,7 @@ __all__ = [
     "HttpRpcClient",
     "InjectedFault",
     "NotFound",
+    "PresetTraceIds",
     "QueueType",
     "ReadCache",
     "RpcClient",

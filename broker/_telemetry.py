@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._errors import ConfigError
@@ -54,7 +55,7 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
     resource = Resource.create({})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, id_generator=PresetTraceIds())
     names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
     for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
         match name:
@@ -68,6 +69,36 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
                 raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {other!r}")
     trace.set_tracer_provider(provider)
     return provider
+
+
+class PresetTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a trace id drawn ahead of its root span is used for it.
+
+    drama-service asks the sampler about a request before the stock SERVER-span middleware
+    builds anything for it (``drama/serverspan.py``). When the answer is yes, the middleware
+    starts the span, and the SDK draws a trace id and asks the sampler again: with a new id, a
+    ratio sampler would decide anew, and 10% would come out as 1%. Under :meth:`preset` the SDK
+    gets the trace id that was already decided on, and the sampler says the same again.
+    """
+
+    def __init__(self) -> None:
+        self._next: ContextVar[int] = ContextVar("preset_trace_id", default=0)
+
+    def generate_trace_id(self) -> int:
+        preset = self._next.get()
+        if preset:
+            self._next.set(0)  # once: a second root in the same task gets its own
+            return preset
+        return super().generate_trace_id()
+
+    @contextmanager
+    def preset(self, trace_id: int) -> Iterator[None]:
+        """The next trace id this task's spans ask for is ``trace_id``."""
+        token = self._next.set(trace_id)
+        try:
+            yield
+        finally:
+            self._next.reset(token)
 
 
 def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:

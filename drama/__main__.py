@@ -15,6 +15,7 @@ from broker import service_main
 from catalog import sample
 
 from .app import create_app
+from .serverspan import sampled_server_spans
 from .settings import Settings
 from .store import DramaStore
 
@@ -41,8 +42,12 @@ def serve(settings: Settings, provider: TracerProvider | None) -> None:
         )
         # Puts the server-span middleware in front of every web.Application created after it.
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
+    app = create_app(settings)
+    if provider is not None:
+        # ... and only the requests whose trace records reach it.
+        sampled_server_spans(app, provider)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         access_log=None,
