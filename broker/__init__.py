@@ -37,6 +37,7 @@ from ._telemetry import (
     collect_timings,
     configure_tracing,
     instrument_engine,
+    recorded_span,
     request_logged,
     set_request_log,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "metrics_app",
     "metrics_handler",
     "open_engine",
+    "recorded_span",
     "redact_url",
     "request_logged",
     "rpc_http_app",

@@ -9,14 +9,12 @@ pending call fails at once when the channel or connection drops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 import aio_pika
@@ -49,7 +47,7 @@ from ._telemetry import (
     CallTiming,
     messaging_attributes,
     record_timing,
-    records_nothing,
+    recorded_span,
     span_error,
     wait_attributes,
 )
@@ -468,17 +466,14 @@ async def observed_call(
             RPC_CLIENT_ERRORS.labels(method, error_type)
     # No CLIENT span where it would record nothing (a trace the sampler turned down, or no
     # SDK): the current context goes on to the worker as it is, and nothing is set on a span.
-    parent = trace.get_current_span().get_span_context()
-    scope: AbstractContextManager[trace.Span] = (
-        contextlib.nullcontext(trace.INVALID_SPAN)
-        if records_nothing(tracer_provider, parent)
-        else tracer.start_as_current_span(
-            f"call {method}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+    scope = recorded_span(
+        tracer,
+        tracer_provider,
+        f"call {method}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     )
     with scope as span:
         in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)

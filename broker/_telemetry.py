@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -218,6 +218,21 @@ def records_nothing(provider: trace.TracerProvider | None, parent: trace.SpanCon
     if parent.is_valid and not parent.trace_flags.sampled:
         return True
     return provider is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def recorded_span(
+    tracer: trace.Tracer,
+    provider: trace.TracerProvider | None,
+    name: str,
+    **options: Any,
+) -> AbstractContextManager[trace.Span]:
+    """``tracer.start_as_current_span(name, **options)``, or, where that span would record
+    nothing (:func:`records_nothing` under the current span), no span at all: the SDK's
+    non-recording span costs ~15 us of CPU for nothing, 9 requests in 10 at 10% sampling.
+    The current context stays as it is, so the trace id still reaches logs and callees."""
+    if records_nothing(provider, trace.get_current_span().get_span_context()):
+        return nullcontext(trace.INVALID_SPAN)
+    return tracer.start_as_current_span(name, **options)
 
 
 def span_error(span: trace.Span, error_type: str, description: str) -> None:

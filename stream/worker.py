@@ -16,7 +16,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from opentelemetry import trace
 
-from broker import BadRequest, RpcWorker
+from broker import BadRequest, RpcWorker, recorded_span
 
 from .contract import MAX_KEYS, PRESIGN, QUEUE, Presign, PresignedUrl, PresignedUrls
 from .presign import Presigner, presigner_for
@@ -60,6 +60,7 @@ class Procedures:
         self._bucket = bucket
         self._ttl_s = ttl_s
         self._tracer = trace.get_tracer("drama_streaming.stream", tracer_provider=tracer_provider)
+        self._tracer_provider = tracer_provider
         self._presigner = presigner
         self._presigner_lock = asyncio.Lock()
 
@@ -81,7 +82,9 @@ class Procedures:
         # Signing is local computation (no request to S3): the URLs are valid from now on.
         now = dt.datetime.now(dt.UTC)
         expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
-        with self._tracer.start_as_current_span(
+        with recorded_span(
+            self._tracer,
+            self._tracer_provider,
             "S3 presign",
             attributes={
                 "aws.s3.bucket": self._bucket,

@@ -14,16 +14,19 @@ import aio_pika
 import aiohttp
 import msgspec
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from broker import (
     ConfigError,
     FaultRule,
     RpcWorker,
+    recorded_span,
     request_logged,
     send_fault_rule,
     set_request_log,
@@ -513,3 +516,39 @@ def test_request_log_policy() -> None:
             set_request_log("some")
     finally:
         set_request_log("errors")  # the default
+
+
+def test_recorded_span_only_where_it_records() -> None:
+    """Under a parent the sampler turned down, no span is made and the context is left as it
+    is; under a sampled one, or at the root, the span is the SDK's and records."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # parent-based, always on at the root
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    def under(flags: int) -> otel_context.Context:
+        parent = trace.SpanContext(1, 2, is_remote=True, trace_flags=trace.TraceFlags(flags))
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+    token = otel_context.attach(under(0))
+    try:
+        before = trace.get_current_span()
+        with recorded_span(tracer, provider, "quiet") as span:
+            assert span is trace.INVALID_SPAN
+            assert trace.get_current_span() is before
+    finally:
+        otel_context.detach(token)
+    token = otel_context.attach(under(1))
+    try:
+        with recorded_span(tracer, provider, "loud", attributes={"k": 1}) as span:
+            assert span.is_recording()
+            assert trace.get_current_span() is span
+    finally:
+        otel_context.detach(token)
+    with recorded_span(tracer, provider, "root") as span:
+        assert span.is_recording()
+    assert [(s.name, s.parent and s.parent.span_id) for s in exporter.get_finished_spans()] == [
+        ("loud", 2),
+        ("root", None),
+    ]
+    provider.shutdown()
