@@ -87,9 +87,13 @@ class PresetTraceIds(RandomIdGenerator):
     def generate_trace_id(self) -> int:
         preset = self._next.get()
         if preset:
-            self._next.set(0)  # once: a second root in the same task gets its own
+            self.discard()  # once: a second root in the same task gets its own
             return preset
         return super().generate_trace_id()
+
+    def discard(self) -> None:
+        """Forget a preset trace id this task's spans have not taken."""
+        self._next.set(0)
 
     @contextmanager
     def preset(self, trace_id: int) -> Iterator[None]:

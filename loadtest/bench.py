@@ -348,7 +348,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 def per_round(result: dict[str, Any], kind: str, key: str, a: str, b: str) -> list[float]:
     """``a``'s ``key`` over ``b``'s, round by round: the two ran minutes apart at most."""
     rounds = result["rounds"][kind]
-    return [x[key] / y[key] for x, y in zip(rounds[a], rounds[b], strict=True)]
+    # A run of b that served nothing (its stack failed) has no ratio; the report says so.
+    return [x[key] / y[key] for x, y in zip(rounds[a], rounds[b], strict=True) if y[key]]
 
 
 def verdicts(result: dict[str, Any]) -> list[tuple[str, list[float], str]]:
@@ -404,6 +405,9 @@ def report(result: dict[str, Any]) -> str:
         "targets (issue 7): the median of the ratios taken within each round, and their range",
     ]  # fmt: skip
     for what, values, target in verdicts(result):
+        if not values:
+            lines.append(f"  {what:<38}   none  {target:<8} no run of the reference served")
+            continue
         value = statistics.median(values)
         verdict = "met" if met(value, target) else "NOT met"
         spread = f"({min(values):.2f} to {max(values):.2f})"
