@@ -14,7 +14,6 @@ import aio_pika
 import aiohttp
 import msgspec
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -526,25 +525,19 @@ def test_recorded_span_only_where_it_records() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer(__name__)
 
-    def under(flags: int) -> otel_context.Context:
+    def under(flags: int) -> trace.NonRecordingSpan:
         parent = trace.SpanContext(1, 2, is_remote=True, trace_flags=trace.TraceFlags(flags))
-        return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        return trace.NonRecordingSpan(parent)
 
-    token = otel_context.attach(under(0))
-    try:
-        before = trace.get_current_span()
-        with recorded_span(tracer, provider, "quiet") as span:
-            assert span is trace.INVALID_SPAN
-            assert trace.get_current_span() is before
-    finally:
-        otel_context.detach(token)
-    token = otel_context.attach(under(1))
-    try:
-        with recorded_span(tracer, provider, "loud", attributes={"k": 1}) as span:
-            assert span.is_recording()
-            assert trace.get_current_span() is span
-    finally:
-        otel_context.detach(token)
+    with trace.use_span(under(0)) as before, recorded_span(tracer, provider, "quiet") as span:
+        assert span is trace.INVALID_SPAN
+        assert trace.get_current_span() is before
+    with (
+        trace.use_span(under(1)),
+        recorded_span(tracer, provider, "loud", attributes={"k": 1}) as span,
+    ):
+        assert span.is_recording()
+        assert trace.get_current_span() is span
     with recorded_span(tracer, provider, "root") as span:
         assert span.is_recording()
     assert [(s.name, s.parent and s.parent.span_id) for s in exporter.get_finished_spans()] == [
