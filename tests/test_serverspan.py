@@ -127,7 +127,7 @@ def provider_with(sampler: Sampler) -> TracerProvider:
 async def traced(
     stock_calls: list[str], aiohttp_client: AiohttpClient, request: pytest.FixtureRequest
 ) -> AsyncIterator[Traced]:
-    provider: TracerProvider = request.param
+    provider = provider_with(request.param)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     client = await aiohttp_client(app_for(provider))
@@ -135,7 +135,7 @@ async def traced(
     provider.shutdown()
 
 
-@pytest.mark.parametrize("traced", [provider_with(ParentBasedTraceIdRatio(0.5))], indirect=True)
+@pytest.mark.parametrize("traced", [ParentBasedTraceIdRatio(0.5)], indirect=True)
 async def test_ratio_is_decided_once(traced: Traced, stock_calls: list[str]) -> None:
     """At 50%, half the requests are traced, not a quarter: the SDK, asked again for the
     traced ones, is handed the trace id that was decided on, and decides the same. Only
@@ -163,7 +163,7 @@ async def test_ratio_is_decided_once(traced: Traced, stock_calls: list[str]) -> 
     assert all(a["job_trace_id"] != a["trace_id"] for a in answers)
 
 
-@pytest.mark.parametrize("traced", [provider_with(ParentBasedTraceIdRatio(0.5))], indirect=True)
+@pytest.mark.parametrize("traced", [ParentBasedTraceIdRatio(0.5)], indirect=True)
 async def test_incoming_decision_is_followed(traced: Traced, stock_calls: list[str]) -> None:
     """An unsampled traceparent goes on unsampled, with its trace state, a span id of its own
     and no span; a sampled one gets the stock SERVER span under the caller's."""
@@ -185,7 +185,7 @@ async def test_incoming_decision_is_followed(traced: Traced, stock_calls: list[s
     assert stock_calls == ["/dramas/1"]
 
 
-@pytest.mark.parametrize("traced", [provider_with(ParentBasedTraceIdRatio(0.5))], indirect=True)
+@pytest.mark.parametrize("traced", [ParentBasedTraceIdRatio(0.5)], indirect=True)
 async def test_b3_single_header_is_followed(
     with_b3: None, traced: Traced, stock_calls: list[str]
 ) -> None:
@@ -203,7 +203,7 @@ async def test_b3_single_header_is_followed(
     assert trace.format_span_id(span.parent.span_id) == PARENT_SPAN
 
 
-@pytest.mark.parametrize("traced", [provider_with(ALWAYS_ON)], indirect=True)
+@pytest.mark.parametrize("traced", [ALWAYS_ON], indirect=True)
 async def test_excluded_paths_stay_untraced(traced: Traced, stock_calls: list[str]) -> None:
     answer = await traced.get("/healthz")
     assert answer["sampled"] is False
