@@ -31,6 +31,7 @@ from ._http import (
 )
 from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
 from ._runtime import configure_logging, redact_url, service_main, stop_event, use_event_loop
+from ._spans import LeanSpan, LeanTracerProvider
 from ._telemetry import (
     CallTiming,
     PresetTraceIds,
@@ -56,6 +57,8 @@ __all__ = [
     "HandlerError",
     "HttpRpcClient",
     "InjectedFault",
+    "LeanSpan",
+    "LeanTracerProvider",
     "NotFound",
     "PresetTraceIds",
     "QueueType",

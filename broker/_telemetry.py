@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._errors import ConfigError
 from ._otlp import OtlpJsonSpanExporter
+from ._spans import LeanTracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
     resource = Resource.create({})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = TracerProvider(resource=resource, id_generator=PresetTraceIds())
+    provider = LeanTracerProvider(resource=resource, id_generator=PresetTraceIds())
     names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
     for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
         match name:
