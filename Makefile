@@ -54,6 +54,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
 	$(BIN)/python -m loadtest bench
 	$(BIN)/python -m loadtest.bench_presign
+	$(BIN)/python -m loadtest.bench_spans
 
 ## scale: page vs detail, 20 vs 10,000 dramas, memory over 100,000 requests (issue 7's checks)
 scale: $(STAMP)

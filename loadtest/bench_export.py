@@ -47,58 +47,61 @@ def request_spans(count: int) -> list[ReadableSpan]:
     n = 0
     while len(memory.get_finished_spans()) < count:
         n += 1
-        server: dict[str, AnyValue] = {
-            "http.request.method": "GET",
-            "http.route": "/dramas/{id}",
-            "url.path": f"/dramas/{n}",
-            "url.scheme": "http",
-            "server.address": "127.0.0.1",
-            "server.port": 8080,
-            "client.address": "127.0.0.1",
-            "user_agent.original": "python-aiohttp/3.11",
-            "network.protocol.version": "1.1",
-            "http.response.status_code": 200,
-        }
-        with tracer.start_as_current_span("GET /dramas/{id}", kind=trace.SpanKind.SERVER) as root:
-            root.set_attributes(server)
-            for method in ("episode.list", "stream.presign"):
-                with tracer.start_as_current_span(
-                    f"call {method}", kind=trace.SpanKind.CLIENT
-                ) as s:
-                    with tracer.start_as_current_span(
-                        f"send rpc:{method}",
-                        kind=trace.SpanKind.PRODUCER,
-                        attributes={
-                            "messaging.system": "rabbitmq",
-                            "messaging.operation.type": "send",
-                            "messaging.operation.name": "send",
-                            "messaging.destination.name": "rpc",
-                            "messaging.rabbitmq.destination.routing_key": method,
-                            "messaging.message.conversation_id": f"{n:032x}",
-                            "messaging.message.body.size": 87,
-                            "server.address": "127.0.0.1",
-                            "server.port": 5672,
-                            "network.transport": "tcp",
-                        },
-                    ):
-                        pass
-                    with tracer.start_as_current_span(f"reply wait {method}"):
-                        pass
-                    s.set_attributes(
-                        {
-                            "rpc.system": "rabbitmq",
-                            "rpc.method": method,
-                            "rpc.round_trip_ms": 1.84,
-                            "rpc.handler_ms": 0.61,
-                            "rpc.overhead_ms": 1.23,
-                            "rpc.queue_wait_ms": 0.21,
-                            "rpc.reply_wait_ms": 0.33,
-                            "messaging.system": "rabbitmq",
-                            "messaging.message.conversation_id": f"{n:032x}",
-                            "drama_streaming.cached": False,
-                        }
-                    )
+        make_request(tracer, n)
     return list(memory.get_finished_spans()[:count])
+
+
+def make_request(tracer: trace.Tracer, n: int) -> None:
+    """The spans of drama-service's ``n``-th ``GET /dramas/{id}`` (7 of them), ended."""
+    server: dict[str, AnyValue] = {
+        "http.request.method": "GET",
+        "http.route": "/dramas/{id}",
+        "url.path": f"/dramas/{n}",
+        "url.scheme": "http",
+        "server.address": "127.0.0.1",
+        "server.port": 8080,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "python-aiohttp/3.11",
+        "network.protocol.version": "1.1",
+        "http.response.status_code": 200,
+    }
+    with tracer.start_as_current_span("GET /dramas/{id}", kind=trace.SpanKind.SERVER) as root:
+        root.set_attributes(server)
+        for method in ("episode.list", "stream.presign"):
+            with tracer.start_as_current_span(f"call {method}", kind=trace.SpanKind.CLIENT) as s:
+                with tracer.start_as_current_span(
+                    f"send rpc:{method}",
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.system": "rabbitmq",
+                        "messaging.operation.type": "send",
+                        "messaging.operation.name": "send",
+                        "messaging.destination.name": "rpc",
+                        "messaging.rabbitmq.destination.routing_key": method,
+                        "messaging.message.conversation_id": f"{n:032x}",
+                        "messaging.message.body.size": 87,
+                        "server.address": "127.0.0.1",
+                        "server.port": 5672,
+                        "network.transport": "tcp",
+                    },
+                ):
+                    pass
+                with tracer.start_as_current_span(f"reply wait {method}"):
+                    pass
+                s.set_attributes(
+                    {
+                        "rpc.system": "rabbitmq",
+                        "rpc.method": method,
+                        "rpc.round_trip_ms": 1.84,
+                        "rpc.handler_ms": 0.61,
+                        "rpc.overhead_ms": 1.23,
+                        "rpc.queue_wait_ms": 0.21,
+                        "rpc.reply_wait_ms": 0.33,
+                        "messaging.system": "rabbitmq",
+                        "messaging.message.conversation_id": f"{n:032x}",
+                        "drama_streaming.cached": False,
+                    }
+                )
 
 
 @contextmanager
