@@ -138,6 +138,16 @@ def scenario(tracer: trace.Tracer) -> list[Unexported]:
             )
         )
         recorded.end()
+
+        @tracer.start_as_current_span("decorated", start_time=1750)
+        def decorated() -> None:
+            trace.get_current_span().set_attribute("inside", True)
+
+        decorated()
+        with tracer.start_as_current_span("kept open", start_time=1760, end_on_exit=False) as kept:
+            assert trace.get_current_span() is kept
+        assert kept.is_recording()
+        kept.end(end_time=1770)
     # Under a remote parent whose trace id is not random (flags 01, not 03).
     tracer.start_span(
         "remote child",
@@ -146,6 +156,12 @@ def scenario(tracer: trace.Tracer) -> list[Unexported]:
     ).end(end_time=1900)
     root.end(end_time=2000)
     return unexported
+
+
+def raised(key: str, value: Any) -> Any:
+    """A stack trace from where it was raised: the SDK's also shows the frames of its two
+    generator context managers (``start_as_current_span``, ``use_span``)."""
+    return value.splitlines()[-3:] if key == "exception.stacktrace" else value
 
 
 def fields(span: ReadableSpan) -> dict[str, Any]:
@@ -160,7 +176,12 @@ def fields(span: ReadableSpan) -> dict[str, Any]:
         "attributes": list((span.attributes or {}).items()),
         "dropped attributes": span.dropped_attributes,
         "events": [
-            (e.name, when(e.timestamp), list((e.attributes or {}).items())) for e in span.events
+            (
+                e.name,
+                when(e.timestamp),
+                [(k, raised(k, v)) for k, v in (e.attributes or {}).items()],
+            )
+            for e in span.events
         ],
         "dropped events": span.dropped_events,
         "links": [(link.context, list((link.attributes or {}).items())) for link in span.links],
@@ -206,13 +227,16 @@ def test_lean_spans_are_the_sdk_spans(caplog: pytest.LogCaptureFixture) -> None:
         "failing",
         "quiet failure",
         "ended",
+        "decorated",
+        "kept open",
         "remote child",
         "root",
     ]
     for sdk, lean in zip(sdk_spans, lean_spans, strict=True):
         assert lean == sdk, sdk["name"]
     # The scenario went where it meant to: limits, cleaning and ended spans.
-    child, full, failing, quiet, ended, remote_child, root = sdk_spans
+    child, full, failing, quiet, ended, decorated, kept, remote_child, root = sdk_spans
+    assert kept["times"] == (1760, 1770)
     assert root["attributes"] == [
         ("ok", True),
         ("f", 1.5),
@@ -232,6 +256,8 @@ def test_lean_spans_are_the_sdk_spans(caplog: pytest.LogCaptureFixture) -> None:
     assert (full["dropped attributes"], full["dropped events"]) == (2, 1)
     assert failing["status"] == (StatusCode.ERROR, "ValueError: boom")
     assert [e[0] for e in failing["events"]] == ["exception"]
+    assert failing["events"][0][2][2][1][1:] == ['    raise ValueError("boom")', "ValueError: boom"]
+    assert (decorated["parent"], decorated["attributes"]) == (root["context"], [("inside", True)])
     assert (quiet["status"], quiet["events"]) == ((StatusCode.UNSET, None), [])
     assert ended["attributes"] == [("before", 1)]
     assert ended["times"] == (1500, 1600)
