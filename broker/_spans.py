@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from time import time_ns
 from types import TracebackType
 from typing import Any
@@ -51,6 +52,8 @@ log = logging.getLogger(sdk_trace.__name__)
 
 _PLAIN = frozenset((bool, int, float))
 _UNSET = trace_api.Status(trace_api.StatusCode.UNSET)
+# The span's lock, for the SDK methods that take it (set_status, add_event...): reusable.
+_NO_LOCK = nullcontext()
 
 
 class LeanTracerProvider(sdk_trace.TracerProvider):
@@ -236,7 +239,7 @@ class LeanSpan(sdk_trace.Span):
         self._set_status_on_exception = set_status_on_exception
         self._span_processor = span_processor
         self._limits = limits
-        self._lock = _NO_LOCK  # type: ignore[assignment]
+        self._lock = _NO_LOCK  # type: ignore[assignment] # a span is changed by one task
         self._record_end_metrics = record_end_metrics
         self._events: Sequence[sdk_trace.Event] = ()
         self._links: Sequence[trace_api.Link] = self._new_links(links) if links else ()
@@ -344,16 +347,3 @@ class LeanSpan(sdk_trace.Span):
         # Span.end hands over a ReadableSpan copy; this span is one, and nothing changes it
         # once it has an end time.
         processor.on_end(self)
-
-
-class _NoLock:
-    """The span's lock, for the SDK methods that take it: a span belongs to one task."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
