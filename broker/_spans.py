@@ -142,20 +142,30 @@ class LeanTracer(sdk_trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> _CurrentSpan:
-        return _CurrentSpan(
-            self,
-            (
-                name,
-                context,
-                kind,
-                attributes,
-                links,
-                start_time,
-                record_exception,
-                set_status_on_exception,
-                end_on_exit,
-            ),
+        start: _StartArgs = (
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
         )
+        return _CurrentSpan(self, start, record_exception, set_status_on_exception, end_on_exit)
+
+
+# Tracer.start_span's arguments, positionally.
+_StartArgs = tuple[
+    str,
+    context_api.Context | None,
+    trace_api.SpanKind,
+    types.Attributes,
+    Sequence[trace_api.Link] | None,
+    int | None,
+    bool,
+    bool,
+]
 
 
 class _CurrentSpan:
@@ -163,14 +173,32 @@ class _CurrentSpan:
     SDK's two generator context managers cost ~6 us a span. Used as a decorator, it is the
     SDK's own (which starts a :class:`LeanSpan` all the same)."""
 
-    __slots__ = ("_args", "_span", "_token", "_tracer")
+    __slots__ = (
+        "_end_on_exit",
+        "_record_exception",
+        "_set_status",
+        "_span",
+        "_start",
+        "_token",
+        "_tracer",
+    )
 
-    def __init__(self, tracer: LeanTracer, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        tracer: LeanTracer,
+        start: _StartArgs,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        end_on_exit: bool,
+    ) -> None:
         self._tracer = tracer
-        self._args = args
+        self._start = start
+        self._record_exception = record_exception
+        self._set_status = set_status_on_exception
+        self._end_on_exit = end_on_exit
 
     def __enter__(self) -> trace_api.Span:
-        span = self._span = self._tracer.start_span(*self._args[:8])
+        span = self._span = self._tracer.start_span(*self._start)
         self._token = context_api.attach(trace_api.set_span_in_context(span))
         return span
 
@@ -185,19 +213,19 @@ class _CurrentSpan:
             context_api.detach(self._token)
             # As use_span: an Exception, not a BaseException (a cancellation, GeneratorExit).
             if isinstance(exc, Exception) and span.is_recording():
-                if self._args[6]:  # record_exception
+                if self._record_exception:
                     span.record_exception(exc)
-                if self._args[7]:  # set_status_on_exception
+                if self._set_status:
                     span.set_status(
                         trace_api.Status(trace_api.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
                     )
         finally:
-            if self._args[8]:  # end_on_exit
+            if self._end_on_exit:
                 span.end()
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        sdk = sdk_trace.Tracer.start_as_current_span(self._tracer, *self._args)
-        return sdk(function)
+        sdk = sdk_trace.Tracer.start_as_current_span
+        return sdk(self._tracer, *self._start, end_on_exit=self._end_on_exit)(function)
 
 
 class LeanSpan(sdk_trace.Span):
