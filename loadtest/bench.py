@@ -345,6 +345,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with the verdicts and the shares that the report prints, for the JSON."""
+    targets = {
+        what: {"median": statistics.median(v) if v else None, "rounds": v, "target": target}
+        for what, v, target in verdicts(result)
+    }
+    shares = {k: statistics.median(v) if v else None for k, v in sampled_shares(result).items()}
+    return result | {"targets": targets, "sampled_share": shares}
+
+
 def per_round(result: dict[str, Any], kind: str, key: str, a: str, b: str) -> list[float]:
     """``a``'s ``key`` over ``b``'s, round by round: the two ran minutes apart at most."""
     rounds = result["rounds"][kind]
@@ -371,6 +381,27 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, list[float], str]]:
         ("cost of 10% sampling",
          [1 - r for r in per_round(result, "http", "rps", "10%", "off")], "<= 0.05"),
     ]  # fmt: skip
+
+
+SHARED = ("gateway", "episode", "stream", "broker", "total")
+
+
+def sampled_shares(result: dict[str, Any]) -> dict[str, list[float]]:
+    """Round by round and process by process: 10%'s extra CPU per request over ``off``, as a
+    share of 100%'s. 0.10 if a traced request costs at 10% what it costs at 100%; more means
+    the requests cost more when one in ten is traced than a tenth of tracing them all. The
+    broker traces nothing: a share there is the effect of the lower throughput alone."""
+    rounds = result["rounds"]["http"]
+    if not {"off", "10%", "100%"} <= rounds.keys():
+        return {}
+    shares: dict[str, list[float]] = {name: [] for name in SHARED}
+    for off, ten, full in zip(rounds["off"], rounds["10%"], rounds["100%"], strict=True):
+        for name in SHARED:
+            key = f"cpu_us_{name}"
+            extra = full[key] - off[key]
+            if extra > 0:  # 100% cost nothing more in this round: no share to take
+                shares[name].append((ten[key] - off[key]) / extra)
+    return shares
 
 
 def met(value: float, target: str) -> bool:
@@ -412,6 +443,17 @@ def report(result: dict[str, Any]) -> str:
         verdict = "met" if met(value, target) else "NOT met"
         spread = f"({min(values):.2f} to {max(values):.2f})"
         lines.append(f"  {what:<38}{value:7.2f}  {target:<8} {verdict:<8} {spread}")
+    shares = sampled_shares(result)
+    if shares:
+        lines += [
+            "",
+            "10%'s extra CPU per request over off, as a share of 100%'s (0.10: a traced request",
+            "costs the same at 10% as at 100%; the broker traces nothing), median of the rounds",
+            "  " + "  ".join(
+                f"{name} {statistics.median(v):.2f}" if v else f"{name} -"
+                for name, v in shares.items()
+            ),
+        ]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -493,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"make bench: {exc}", file=sys.stderr)
         return 1
-    args.json.write_text(json.dumps(result, indent=2, default=str))
+    args.json.write_text(json.dumps(summarize(result), indent=2, default=str))
     print(report(result))
     print(f"\nJSON: {args.json}")
     if plot(result, args.plot):

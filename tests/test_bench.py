@@ -1,0 +1,79 @@
+"""``make bench``'s verdicts and shares, from the per-round figures its JSON keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from loadtest.bench import PROCESSES, report, sampled_shares, summarize
+
+CPU = {  # per request, by process: off, 10% and 100%
+    "off": {"gateway": 600, "episode": 300, "stream": 350, "broker": 350},
+    "10%": {"gateway": 640, "episode": 310, "stream": 380, "broker": 350},
+    "100%": {"gateway": 1000, "episode": 400, "stream": 450, "broker": 370},
+}
+
+
+def run(variant: str, rps: float, scale: float = 1.0) -> dict[str, float]:
+    cpu = {f"cpu_us_{p}": CPU.get(variant, CPU["off"]).get(p, 0) * scale for p in PROCESSES}
+    return {"rps": rps, "p50_ms": 40.0, "p99_ms": 90.0, **cpu, "cpu_us_total": sum(cpu.values())}
+
+
+def result(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    rpc = {"project": [{"p50_us": 780.0, "p99_us": 1000.0}] * len(rounds["off"])}
+    rpc["aiormq"] = [{"p50_us": 650.0, "p99_us": 900.0}] * len(rounds["off"])
+    return {
+        "settings": {"connections": 50, "seconds": 8, "rounds": len(rounds["off"])},
+        "http": {v: r[len(r) // 2] for v, r in rounds.items()},
+        "rpc": {v: r[0] for v, r in rpc.items()},
+        "rounds": {"http": rounds, "rpc": rpc},
+    }
+
+
+def test_shares_are_per_round_and_per_process() -> None:
+    # Round 2 ran on a slower machine: every process of every variant costs 20% more, so the
+    # shares within it stay what they are.
+    rounds = {
+        "bare": [run("bare", 800), run("bare", 700, 1.2)],
+        "off": [run("off", 1100), run("off", 950, 1.2)],
+        "10%": [run("10%", 1050), run("10%", 900, 1.2)],
+        "100%": [run("100%", 800), run("100%", 700, 1.2)],
+    }
+    shares = sampled_shares(result(rounds))
+    assert shares["gateway"] == pytest.approx([0.1, 0.1])
+    assert shares["episode"] == pytest.approx([0.1, 0.1])
+    assert shares["stream"] == pytest.approx([0.3, 0.3])
+    assert shares["broker"] == pytest.approx([0.0, 0.0])
+    assert shares["total"] == pytest.approx([80 / 620] * 2)
+
+
+def test_a_process_100_percent_did_not_cost_more_has_no_share() -> None:
+    rounds = {v: [run(v, 1000)] for v in ("bare", "off", "10%", "100%")}
+    rounds["100%"][0]["cpu_us_broker"] = 340  # less than off: no extra to take a share of
+    assert sampled_shares(result(rounds))["broker"] == []
+    assert "broker -" in report(result(rounds))
+
+
+def test_report_and_json_carry_the_verdicts_and_shares() -> None:
+    rounds = {
+        "bare": [run("bare", 800)],
+        "off": [run("off", 1000)],
+        "10%": [run("10%", 900)],
+        "100%": [run("100%", 700)],
+    }
+    text = report(result(rounds))
+    assert "cost of 10% sampling                     0.10  <= 0.05  NOT met" in text
+    assert "RPC round trip c=1 / aiormq floor        1.20  <= 1.25  met" in text
+    assert "gateway 0.10  episode 0.10  stream 0.30  broker 0.00" in text
+    summary = summarize(result(rounds))
+    assert summary["targets"]["cost of 10% sampling"]["median"] == pytest.approx(0.1)
+    assert summary["targets"]["throughput, tracing 100% / bare"]["rounds"] == [0.875]
+    assert summary["sampled_share"]["stream"] == pytest.approx(0.3)
+
+
+def test_without_the_three_variants_there_is_nothing_to_judge() -> None:
+    rounds = {"bare": [run("bare", 800)], "off": [run("off", 1000)]}
+    assert sampled_shares(result(rounds)) == {}
+    assert summarize(result(rounds))["targets"] == {}
+    assert "share" not in report(result(rounds))
