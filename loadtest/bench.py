@@ -390,7 +390,8 @@ def sampled_shares(result: dict[str, Any]) -> dict[str, list[float]]:
     """Round by round and process by process: 10%'s extra CPU per request over ``off``, as a
     share of 100%'s. 0.10 if a traced request costs at 10% what it costs at 100%; more means
     the requests cost more when one in ten is traced than a tenth of tracing them all. The
-    broker traces nothing: a share there is the effect of the lower throughput alone."""
+    broker does the same work for every request of every variant: a share there is not the
+    tracing code's (docs/performance.md: caches shared with the traced processes)."""
     rounds = result["rounds"]["http"]
     if not {"off", "10%", "100%"} <= rounds.keys():
         return {}
