@@ -192,7 +192,6 @@ async def test_broker_connections_closed_under_load(
             "rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "e2e: connection closed"
         )
         assert await closer.wait() == 0
-        closed = time.monotonic()
         # drama-service has seen its connection go (a request failed since), so that a
         # readiness probe answered before it noticed cannot pass for a recovery.
         try:
@@ -216,12 +215,18 @@ async def test_broker_connections_closed_under_load(
         await answered(len(outcomes) + 50)  # and runs on after recovery
         stop.set()
         await asyncio.gather(*load)
-    # In flight while the connections were being closed.
-    pending = [(s, d) for s, started, d in outcomes if started < closed and started + d > closing]
+    # In flight when drama-service lost its connection: sent before the first failure came
+    # back, so on the old connection, and not answered before the close was asked for. A
+    # request sent later may have gone over the new connection before the workers were back
+    # (rabbitmqctl can take longer than the 1 s reconnect interval on a loaded machine): it
+    # waits for them, as it should, and is not one of these.
+    lost_at = min(started + d for s, started, d in outcomes if s != 200)
+    pending = [(s, d) for s, started, d in outcomes if started < lost_at and started + d > closing]
     failed = [(s, d) for s, d in pending if s != 200]
     assert failed, "closing the connections failed no pending request: nothing was tested"
     # They failed fast with a 503, not at the 3 s timeout.
-    assert all(s == 503 and d < 2.0 for s, d in failed), failed
+    slow_or_other = [(s, d) for s, d in failed if s != 503 or d >= 2.0]
+    assert not slow_or_other, f"{slow_or_other} of {len(failed)} failed requests"
     # During the outage: 200, a fast 503, or (workers still reconnecting) a 504; never a 500.
     assert {s for s, _, _ in outcomes} <= {200, 503, 504}
     after = [s for s, started, _ in outcomes if started > recovered]
