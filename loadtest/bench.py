@@ -345,16 +345,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """The result with the verdicts and the shares that the report prints, for the JSON."""
-    targets = {
-        what: {"median": statistics.median(v) if v else None, "rounds": v, "target": target}
-        for what, v, target in verdicts(result)
-    }
-    shares = {k: statistics.median(v) if v else None for k, v in sampled_shares(result).items()}
-    return result | {"targets": targets, "sampled_share": shares}
-
-
 def per_round(result: dict[str, Any], kind: str, key: str, a: str, b: str) -> list[float]:
     """``a``'s ``key`` over ``b``'s, round by round: the two ran minutes apart at most."""
     rounds = result["rounds"][kind]
@@ -410,6 +400,21 @@ def met(value: float, target: str) -> bool:
     return value >= float(bound) if op == ">=" else value <= float(bound)
 
 
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with its verdicts and shares (medians of the rounds): what the JSON keeps
+    and the report prints."""
+    targets = {
+        what: {"median": median(v), "rounds": v, "target": target}
+        for what, v, target in verdicts(result)
+    }
+    shares = {name: median(v) for name, v in sampled_shares(result).items()}
+    return result | {"targets": targets, "sampled_share": shares}
+
+
 def report(result: dict[str, Any]) -> str:
     http, rpc = result["http"], result["rpc"]
     bare = http[BARE]
@@ -436,23 +441,23 @@ def report(result: dict[str, Any]) -> str:
         "",
         "targets (issue 7): the median of the ratios taken within each round, and their range",
     ]  # fmt: skip
-    for what, values, target in verdicts(result):
-        if not values:
+    summary = summarize(result)
+    for what, judged in summary["targets"].items():
+        value, values, target = judged["median"], judged["rounds"], judged["target"]
+        if value is None:
             lines.append(f"  {what:<38}   none  {target:<8} no run of the reference served")
             continue
-        value = statistics.median(values)
         verdict = "met" if met(value, target) else "NOT met"
         spread = f"({min(values):.2f} to {max(values):.2f})"
         lines.append(f"  {what:<38}{value:7.2f}  {target:<8} {verdict:<8} {spread}")
-    shares = sampled_shares(result)
-    if shares:
+    if shares := summary["sampled_share"]:
         lines += [
             "",
             "10%'s extra CPU per request over off, as a share of 100%'s (0.10: a traced request",
             "costs the same at 10% as at 100%; the broker traces nothing), median of the rounds",
             "  " + "  ".join(
-                f"{name} {statistics.median(v):.2f}" if v else f"{name} -"
-                for name, v in shares.items()
+                f"{name} -" if share is None else f"{name} {share:.2f}"
+                for name, share in shares.items()
             ),
         ]  # fmt: skip
     return "\n".join(lines)
