@@ -41,7 +41,9 @@ from ._metrics import (
     RPC_CLIENT_IN_FLIGHT,
     RPC_OVERHEAD,
     exemplar,
+    labelled,
 )
+from ._publish import publish
 from ._telemetry import (
     TRACER,
     CallTiming,
@@ -363,8 +365,19 @@ class AmqpRpcClient:
         # On the channel itself, not through aio-pika's robust wrapper: that one waits for a
         # lost connection to come back, this one fails at once. Not waiting for the socket
         # buffer to drain: the confirmation (or the reply) comes after it anyway.
-        # Typed as an ack frame, but a returned message comes back as the result (_publish).
         channel = cast(aiormq.Channel, self._amqp)  # the concrete one takes wait=
+        if not channel.publisher_confirms:
+            # Straight onto the write queue (broker._publish); a return comes as _on_returned.
+            await publish(
+                channel,
+                body,
+                exchange=exchange,
+                routing_key=method,
+                properties=properties,
+                mandatory=True,
+            )
+            return None
+        # Typed as an ack frame, but a returned message comes back as the result (_publish).
         confirmation: object = await channel.basic_publish(
             body,
             exchange=exchange,
@@ -476,14 +489,15 @@ async def observed_call(
         set_status_on_exception=False,
     )
     with scope as span:
-        in_flight = RPC_CLIENT_IN_FLIGHT.labels(method)
+        current = trace.get_current_span()  # the exemplars' span: looked up once
+        in_flight = labelled(RPC_CLIENT_IN_FLIGHT, method)
         in_flight.inc()
         started = time.perf_counter()
         outcome = "ok"
         try:
             body, timing = await round_trip()
             record_timing(timing)
-            RPC_OVERHEAD.labels(method).observe(timing.overhead_ns / 1e9, exemplar())
+            labelled(RPC_OVERHEAD, method).observe(timing.overhead_ns / 1e9, exemplar(current))
             if span.is_recording():
                 span.set_attributes(
                     {
@@ -497,7 +511,7 @@ async def observed_call(
             return decode_reply(method, body, result_type)
         except RpcError as exc:
             outcome = exc.error_type
-            RPC_CLIENT_ERRORS.labels(method, outcome).inc()
+            labelled(RPC_CLIENT_ERRORS, method, outcome).inc()
             span_error(span, exc.error_type, str(exc))
             raise
         except asyncio.CancelledError:
@@ -509,8 +523,8 @@ async def observed_call(
             raise
         finally:
             in_flight.dec()
-            RPC_CLIENT_DURATION.labels(method, outcome).observe(
-                time.perf_counter() - started, exemplar()
+            labelled(RPC_CLIENT_DURATION, method, outcome).observe(
+                time.perf_counter() - started, exemplar(current)
             )
 
 

@@ -43,7 +43,9 @@ from ._metrics import (
     RPC_HANDLER_IN_FLIGHT,
     RPC_QUEUE_WAIT,
     exemplar,
+    labelled,
 )
+from ._publish import publish
 from ._telemetry import (
     TRACER,
     messaging_attributes,
@@ -105,7 +107,7 @@ class Handling:
         self._span = span
         self._transport = transport
         self._queue_wait_ns = queue_wait_ns
-        self._in_flight = RPC_HANDLER_IN_FLIGHT.labels(method)
+        self._in_flight = labelled(RPC_HANDLER_IN_FLIGHT, method)
         self._started = 0
 
     def __enter__(self) -> Handling:
@@ -118,7 +120,9 @@ class Handling:
             self.outcome = "cancelled"
         self._in_flight.dec()
         handler_ns = time.monotonic_ns() - self._started
-        RPC_HANDLER_DURATION.labels(self.method, self.outcome).observe(handler_ns / 1e9, exemplar())
+        labelled(RPC_HANDLER_DURATION, self.method, self.outcome).observe(
+            handler_ns / 1e9, exemplar(self._span)
+        )
         if self.outcome != "ok":
             span_error(self._span, self.outcome, f"{self.method}: {self.outcome}")
         if not request_logged(self.outcome == "ok", self._span):
@@ -508,7 +512,7 @@ class RpcWorker:
         settled: list[bool],
     ) -> None:
         if sent_at is not None:
-            RPC_QUEUE_WAIT.labels(method).observe(wait_ns / 1e9, exemplar())
+            labelled(RPC_QUEUE_WAIT, method).observe(wait_ns / 1e9, exemplar(span))
         with Handling(method, span, "amqp", wait_ns) as handling:
             handling.outcome = await self._complete(
                 message, method, sent_at, received_ns, wait_ns, settled=settled
@@ -543,17 +547,19 @@ class RpcWorker:
                     encode_error(reject.error_type, reject.message),
                     time.monotonic_ns() - started,
                     queue_wait_ns,
+                    ack=False,
                 )
-            await message.channel.basic_reject(_tag(message), requeue=False)
+            else:
+                await message.channel.basic_reject(_tag(message), requeue=False)
             settled[0] = True
             return reject.error_type
         if body is None:
             # The deadline passed while handling: the caller has its timeout already.
             correlation_id = message.header.properties.correlation_id
             log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
+            await message.channel.basic_ack(_tag(message))
         else:
-            await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns)
-        await message.channel.basic_ack(_tag(message))
+            await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns, ack=True)
         settled[0] = True
         return outcome
 
@@ -621,30 +627,40 @@ class RpcWorker:
         body: bytes,
         handler_ns: int,
         queue_wait_ns: int,
+        *,
+        ack: bool,
     ) -> None:
+        """Send the reply, then settle the request: ack it (``ack``) or reject it to the
+        dead letters. Without confirms the reply and the settlement go in one write, in that
+        order; with them, the settlement waits for the reply's confirmation."""
         headers: dict[str, Any] = {
             HANDLER_NS: handler_ns,
             QUEUE_WAIT_NS: queue_wait_ns,
             SENT_AT_NS: time.time_ns(),  # the reply's own send time: the caller's reply wait
         }
         request = message.header.properties
+        properties = Basic.Properties(
+            content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
+        )
+        tag = _tag(message)
         # Not mandatory: a caller that went away is not an error here.
-        # Not waiting for the socket buffer to drain: the ack (or the confirmation) is next.
         channel = cast(aiormq.Channel, message.channel)  # the concrete one takes wait=
+        if not channel.publisher_confirms:
+            settle = Basic.Ack(tag) if ack else Basic.Reject(tag, requeue=False)
+            reply_to = request.reply_to or ""
+            await publish(channel, body, routing_key=reply_to, properties=properties, then=settle)
+            return
         try:
             await channel.basic_publish(
-                body,
-                routing_key=request.reply_to or "",
-                properties=Basic.Properties(
-                    content_type=CONTENT_TYPE,
-                    correlation_id=request.correlation_id,
-                    headers=headers,
-                ),
-                wait=False,
+                body, routing_key=request.reply_to or "", properties=properties, wait=False
             )
-        except aiormq.exceptions.DeliveryError as exc:  # a nack, on a confirming channel
+        except aiormq.exceptions.DeliveryError as exc:  # a nack
             # Not acked as answered: the request is dead-lettered instead (_on_message).
             raise _ReplyRefused("the broker refused the reply (nack)") from exc
+        if ack:
+            await channel.basic_ack(tag)
+        else:
+            await channel.basic_reject(tag, requeue=False)
 
 
 def _tag(message: DeliveredMessage) -> int:

@@ -36,6 +36,10 @@ class Answer(msgspec.Struct):
     value: int
 
 
+class Blob(msgspec.Struct):
+    data: str
+
+
 class Service:
     """Test handlers that record what they ran and can be held mid-request."""
 
@@ -60,6 +64,9 @@ class Service:
     async def cancel(self, ask: Ask) -> Answer:
         raise asyncio.CancelledError
 
+    async def reverse(self, blob: Blob) -> Blob:
+        return Blob(blob.data[::-1])
+
 
 @pytest.fixture
 def service() -> Service:
@@ -74,6 +81,7 @@ async def start_worker(
     worker.register("t.missing", Ask, service.missing)
     worker.register("t.crash", Ask, service.crash)
     worker.register("t.cancel", Ask, service.cancel)
+    worker.register("t.reverse", Blob, service.reverse)
     await worker.start()
     return worker
 
@@ -110,6 +118,38 @@ async def dead_letters(
 
 async def test_round_trip(worker: RpcWorker, client: AmqpRpcClient) -> None:
     assert await client.call("t.echo", Ask(7), Answer) == Answer(7)
+
+
+async def test_bodies_larger_than_a_frame_arrive_whole(
+    worker: RpcWorker, client: AmqpRpcClient
+) -> None:
+    # RabbitMQ's frame_max is 128 KiB: each body here goes as three or more body frames, and
+    # any frame lost, repeated or out of order changes the text.
+    data = "".join(f"{i:07d}," for i in range(40_000))  # 320,000 characters, all different
+    assert await client.call("t.reverse", Blob(data), Blob) == Blob(data[::-1])
+
+
+async def test_every_request_is_settled_with_its_answer(
+    amqp_url: str, queue_name: str, topology: Topology, service: Service, client: AmqpRpcClient
+) -> None:
+    """Answered requests are acked and failed ones rejected, in the reply's own write: when the
+    worker's channel closes, none of them goes back to the queue (an unsettled one would)."""
+    worker = await start_worker(amqp_url, queue_name, topology, service)
+    answers = await asyncio.gather(
+        *(client.call("t.echo", Ask(i), Answer) for i in range(50)),
+        *(client.call("t.crash", Ask(i), Answer) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert answers[:50] == [Answer(i) for i in range(50)]
+    assert all(isinstance(a, RpcRemoteError) for a in answers[50:])
+    await worker.stop()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        assert queue.declaration_result.message_count == 0
+    dead = await dead_letters(amqp_url, topology)
+    assert [m.routing_key for m in dead] == ["t.crash"] * 5
 
 
 async def test_correlation_ids_never_cross(worker: RpcWorker, client: AmqpRpcClient) -> None:
