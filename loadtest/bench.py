@@ -2,9 +2,10 @@
 
 Starts, each on its own RabbitMQ vhost and ports:
 
-- the project's stack in several variants: ``off`` (tracing disabled), ``10%`` and ``100%``
-  (tracing on, sampled so, exporting to an OTLP sink so that spans are made, batched, encoded
-  and sent as in production), ``req-confs`` and ``reply-confs`` (tracing off, the broker
+- the project's stack in several variants: ``off`` (tracing disabled), ``0%``, ``10%`` and
+  ``100%`` (tracing on, sampled so, exporting to an OTLP sink so that spans are made, batched,
+  encoded and sent as in production; at ``0%`` every request carries its unsampled trace
+  context, and nothing is recorded), ``req-confs`` and ``reply-confs`` (tracing off, the broker
   confirming requests or replies: both off by default);
 - the reference programs of ``../shared/reference-bench``: ``bare``, an aiohttp gateway making
   the same two RPCs per ``GET /dramas/{id}`` with plain aio-pika, untraced, to two workers that
@@ -56,6 +57,7 @@ DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference-bench"
 
 VARIANTS: dict[str, dict[str, str]] = {
     "off": {"OTEL_SDK_DISABLED": "true"},
+    "0%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
     "10%": {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
@@ -376,23 +378,40 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, list[float], str]]:
 SHARED = ("gateway", "episode", "stream", "broker", "total")
 
 
+def share_base(result: dict[str, Any]) -> str:
+    """What the shares are taken over: ``0%`` when it ran, else ``off``."""
+    return "0%" if "0%" in result["rounds"]["http"] else "off"
+
+
 def sampled_shares(result: dict[str, Any]) -> dict[str, list[float]]:
-    """Round by round and process by process: 10%'s extra CPU per request over ``off``, as a
+    """Round by round and process by process: 10%'s extra CPU per request over the base, as a
     share of 100%'s. 0.10 if a traced request costs at 10% what it costs at 100%; more means
-    the requests cost more when one in ten is traced than a tenth of tracing them all. The
-    broker does the same work for every request of every variant: a share there is not the
-    tracing code's (docs/performance.md: caches shared with the traced processes)."""
+    the requests cost more when one in ten is traced than a tenth of tracing them all.
+
+    The base is ``0%`` when it ran: like 10% and 100%, it carries the trace context in every
+    request (the broker moves a ``traceparent`` header with each message), so what is left is
+    the sampled tenth alone. Over ``off``, that header's cost shows as a share in the broker,
+    which records nothing."""
     rounds = result["rounds"]["http"]
-    if not {"off", "10%", "100%"} <= rounds.keys():
+    base_name = share_base(result)
+    if not {base_name, "10%", "100%"} <= rounds.keys():
         return {}
     shares: dict[str, list[float]] = {name: [] for name in SHARED}
-    for off, ten, full in zip(rounds["off"], rounds["10%"], rounds["100%"], strict=True):
+    for base, ten, full in zip(rounds[base_name], rounds["10%"], rounds["100%"], strict=True):
         for name in SHARED:
             key = f"cpu_us_{name}"
-            extra = full[key] - off[key]
+            extra = full[key] - base[key]
             if extra > 0:  # 100% cost nothing more in this round: no share to take
-                shares[name].append((ten[key] - off[key]) / extra)
+                shares[name].append((ten[key] - base[key]) / extra)
     return shares
+
+
+def unsampled_costs(result: dict[str, Any]) -> list[float]:
+    """Per round, the throughput ``0%`` loses against ``off``: the part of tracing's cost that
+    every request pays, sampled or not (its context made, carried and read)."""
+    if not {"off", "0%"} <= result["rounds"]["http"].keys():
+        return []
+    return [1 - r for r in per_round(result, "http", "rps", "0%", "off")]
 
 
 def met(value: float, target: str) -> bool:
@@ -412,7 +431,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         for what, v, target in verdicts(result)
     }
     shares = {name: median(v) for name, v in sampled_shares(result).items()}
-    return result | {"targets": targets, "sampled_share": shares}
+    unsampled = unsampled_costs(result)
+    return result | {
+        "targets": targets,
+        "sampled_share": shares,
+        "sampled_share_base": share_base(result),
+        "unsampled_cost": {"median": median(unsampled), "rounds": unsampled},
+    }
 
 
 def report(result: dict[str, Any]) -> str:
@@ -450,11 +475,18 @@ def report(result: dict[str, Any]) -> str:
         verdict = "met" if met(value, target) else "NOT met"
         spread = f"({min(values):.2f} to {max(values):.2f})"
         lines.append(f"  {what:<38}{value:7.2f}  {target:<8} {verdict:<8} {spread}")
+    if (unsampled := summary["unsampled_cost"]["median"]) is not None:
+        values = summary["unsampled_cost"]["rounds"]
+        lines.append(
+            f"  {'of which 0% (context, nothing sampled)':<38}{unsampled:7.2f}"
+            f"{'':19}({min(values):.2f} to {max(values):.2f})"
+        )
     if shares := summary["sampled_share"]:
+        base = summary["sampled_share_base"]
         lines += [
             "",
-            "10%'s extra CPU per request over off, as a share of 100%'s (0.10: a traced request",
-            "costs the same at 10% as at 100%; the broker traces nothing), median of the rounds",
+            f"10%'s extra CPU per request over {base}, as a share of 100%'s (0.10: a traced",
+            "request costs the same at 10% as at 100%), median of the rounds",
             "  " + "  ".join(
                 f"{name} -" if share is None else f"{name} {share:.2f}"
                 for name, share in shares.items()

@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench import PROCESSES, report, sampled_shares, summarize
+from loadtest.bench import PROCESSES, VARIANTS, report, sampled_shares, summarize
 
-CPU = {  # per request, by process: off, 10% and 100%
+CPU = {  # per request, by process: off, 0%, 10% and 100%
     "off": {"gateway": 600, "episode": 300, "stream": 350, "broker": 350},
+    # The context in every request: the broker moves a traceparent header with each message.
+    "0%": {"gateway": 620, "episode": 305, "stream": 360, "broker": 355},
     "10%": {"gateway": 640, "episode": 310, "stream": 380, "broker": 350},
     "100%": {"gateway": 1000, "episode": 400, "stream": 450, "broker": 370},
 }
@@ -77,3 +79,29 @@ def test_without_the_three_variants_there_is_nothing_to_judge() -> None:
     assert sampled_shares(result(rounds)) == {}
     assert summarize(result(rounds))["targets"] == {}
     assert "share" not in report(result(rounds))
+
+
+def test_with_0_percent_the_shares_are_the_sampled_tenths_alone() -> None:
+    assert "0%" in VARIANTS  # make bench runs it
+    rounds = {
+        "bare": [run("bare", 800)],
+        "off": [run("off", 1000)],
+        "0%": [run("0%", 980)],
+        "10%": [run("10%", 900)],
+        "100%": [run("100%", 700)],
+    }
+    shares = sampled_shares(result(rounds))
+    # Taken from 0%'s figures, not off's: the broker's (350 - 355) / (370 - 355), where over
+    # off it would be 0.0; the gateway's (640 - 620) / (1000 - 620).
+    assert shares["broker"] == pytest.approx([-5 / 15])
+    assert shares["gateway"] == pytest.approx([20 / 380])
+    summary = summarize(result(rounds))
+    assert summary["sampled_share_base"] == "0%"
+    assert summary["unsampled_cost"]["median"] == pytest.approx(0.02)
+    text = report(result(rounds))
+    assert "  of which 0% (context, nothing sampled)   0.02" in text
+    assert "10%'s extra CPU per request over 0%, as a share of 100%'s" in text
+    # Without 0% there is no such line, and the shares are over off.
+    del rounds["0%"]
+    assert summarize(result(rounds))["unsampled_cost"]["median"] is None
+    assert "of which 0%" not in report(result(rounds))
