@@ -642,17 +642,16 @@ class RpcWorker:
         properties = Basic.Properties(
             content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
         )
-        tag = _tag(message)
+        tag, reply_to = _tag(message), request.reply_to or ""
         # Not mandatory: a caller that went away is not an error here.
         channel = cast(aiormq.Channel, message.channel)  # the concrete one takes wait=
         if not channel.publisher_confirms:
             settle = Basic.Ack(tag) if ack else Basic.Reject(tag, requeue=False)
-            reply_to = request.reply_to or ""
             await publish(channel, body, routing_key=reply_to, properties=properties, then=settle)
             return
         try:
             await channel.basic_publish(
-                body, routing_key=request.reply_to or "", properties=properties, wait=False
+                body, routing_key=reply_to, properties=properties, wait=False
             )
         except aiormq.exceptions.DeliveryError as exc:  # a nack
             # Not acked as answered: the request is dead-lettered instead (_on_message).

@@ -74,9 +74,22 @@ def service() -> Service:
 
 
 async def start_worker(
-    amqp_url: str, queue_name: str, topology: Topology, service: Service, prefetch: int = 8
+    amqp_url: str,
+    queue_name: str,
+    topology: Topology,
+    service: Service,
+    *,
+    prefetch: int = 8,
+    confirms: bool = False,
 ) -> RpcWorker:
-    worker = RpcWorker(amqp_url, queue_name, prefetch=prefetch, topology=topology, grace=5)
+    worker = RpcWorker(
+        amqp_url,
+        queue_name,
+        prefetch=prefetch,
+        topology=topology,
+        grace=5,
+        publisher_confirms=confirms,
+    )
     worker.register("t.echo", Ask, service.echo)
     worker.register("t.missing", Ask, service.missing)
     worker.register("t.crash", Ask, service.crash)
@@ -129,12 +142,20 @@ async def test_bodies_larger_than_a_frame_arrive_whole(
     assert await client.call("t.reverse", Blob(data), Blob) == Blob(data[::-1])
 
 
+@pytest.mark.parametrize("confirms", [False, True], ids=["one-write", "reply-confirms"])
 async def test_every_request_is_settled_with_its_answer(
-    amqp_url: str, queue_name: str, topology: Topology, service: Service, client: AmqpRpcClient
+    amqp_url: str,
+    queue_name: str,
+    topology: Topology,
+    service: Service,
+    *,
+    client: AmqpRpcClient,
+    confirms: bool,
 ) -> None:
-    """Answered requests are acked and failed ones rejected, in the reply's own write: when the
-    worker's channel closes, none of them goes back to the queue (an unsettled one would)."""
-    worker = await start_worker(amqp_url, queue_name, topology, service)
+    """Answered requests are acked and failed ones rejected, in the reply's own write (or, with
+    reply confirms, once the reply is confirmed): when the worker's channel closes, none of them
+    goes back to the queue (an unsettled one would)."""
+    worker = await start_worker(amqp_url, queue_name, topology, service, confirms=confirms)
     answers = await asyncio.gather(
         *(client.call("t.echo", Ask(i), Answer) for i in range(50)),
         *(client.call("t.crash", Ask(i), Answer) for i in range(5)),
