@@ -18,6 +18,8 @@ to 7.2.x (pyproject.toml), and tests/test_rpc.py sends bodies larger than a fram
 
 from __future__ import annotations
 
+import asyncio
+
 import aiormq
 import aiormq.exceptions
 from aiormq.abc import ChannelFrame
@@ -41,7 +43,9 @@ async def publish(
 ) -> None:
     """``basic.publish`` of ``body``, and ``then`` (say, the ack of the request this answers)
     in the same write; returns once the frames are on the write queue, in order after any
-    queued before them. Raises ``ChannelInvalidStateError`` on a closed channel."""
+    queued before them. Raises ``ChannelInvalidStateError`` on a closed channel, and when the
+    channel closes while the write queue is full (a lost connection's writer takes nothing:
+    waiting for it would hang the caller until its timeout)."""
     if channel.publisher_confirms:
         raise ValueError("publish() is for channels without confirms: use basic_publish")
     if channel.is_closed:
@@ -56,4 +60,18 @@ async def publish(
     frames += [ContentBody(body[start : start + size]) for start in range(0, len(body), size)]
     if then is not None:
         frames.append(then)
-    await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+    frame, queue = ChannelFrame.marshall(channel.number, frames), channel.write_queue
+    if not queue.full():
+        queue.put_nowait(frame)
+        return
+    # The writer is behind, or stopped with a lost connection, whose full queue would never
+    # take this frame: wait for room only while the channel stays open.
+    put = asyncio.ensure_future(queue.put(frame))
+    closing = channel.closing  # an observer: cancelling it leaves the channel alone
+    try:
+        await asyncio.wait((put, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        put.cancel()  # when not done: a caller cancelled, or the channel closed
+        closing.cancel()
+    if put.cancelled():
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
