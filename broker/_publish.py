@@ -11,7 +11,9 @@ itself, as one write, answered a round trip ~8% sooner (docs/performance.md).
 :func:`publish` does only that, on a channel without confirms (a confirming channel needs
 aiormq's delivery tags: use ``basic_publish``). Frames go through the same bounded write queue,
 so a blocked connection (RabbitMQ's ``connection.blocked``) and a full queue hold it back as
-before. It reads aiormq 7.2's channel attributes ``write_queue``, ``number``,
+before, but only while the channel is open: a lost connection's writer takes nothing more, and
+a publish waiting for room in its queue fails when the channel closes (aiormq's own publish
+waited until the caller's timeout). It reads aiormq 7.2's channel attributes ``write_queue``, ``number``,
 ``max_content_size`` and ``is_closed``, and builds ``aiormq.abc.ChannelFrame``: aiormq is pinned
 to 7.2.x (pyproject.toml), and tests/test_rpc.py sends bodies larger than a frame both ways.
 """
