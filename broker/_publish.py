@@ -10,12 +10,13 @@ itself, as one write, answered a round trip ~8% sooner (docs/performance.md).
 
 :func:`publish` does only that, on a channel without confirms (a confirming channel needs
 aiormq's delivery tags: use ``basic_publish``). Frames go through the same bounded write queue,
-so a blocked connection (RabbitMQ's ``connection.blocked``) and a full queue hold it back as
-before, but only while the channel is open: a lost connection's writer takes nothing more, and
-a publish waiting for room in its queue fails when the channel closes (aiormq's own publish
-waited until the caller's timeout). It reads aiormq 7.2's channel attributes ``write_queue``, ``number``,
-``max_content_size`` and ``is_closed``, and builds ``aiormq.abc.ChannelFrame``: aiormq is pinned
-to 7.2.x (pyproject.toml), and tests/test_rpc.py sends bodies larger than a frame both ways.
+in order. A full queue holds a publish back only while the channel is open: a lost
+connection's writer takes nothing more, and a publish waiting for room in its queue fails when
+the channel closes (aiormq's own publish waited there until the caller's timeout).
+
+It reads aiormq 7.2's channel attributes ``write_queue``, ``number``, ``max_content_size``,
+``is_closed`` and ``closing``, and builds ``aiormq.abc.ChannelFrame``: aiormq is pinned to 7.2.x
+(pyproject.toml), and tests/test_rpc.py sends bodies larger than a frame both ways.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ async def publish(
         Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
         ContentHeader(properties=properties, body_size=len(body)),
     ]
-    size = channel.max_content_size  # frame_max less the frame's own bytes
+    # frame_max less the frame's own bytes; a broker may negotiate 0 (no limit): one frame.
+    size = channel.max_content_size if channel.max_content_size > 0 else max(len(body), 1)
     frames += [ContentBody(body[start : start + size]) for start in range(0, len(body), size)]
     if then is not None:
         frames.append(then)
@@ -73,7 +75,9 @@ async def publish(
     try:
         await asyncio.wait((put, closing), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        put.cancel()  # when not done: a caller cancelled, or the channel closed
+        queued = put.done()
+        if not queued:  # the channel closed, or the caller was cancelled: not sent
+            put.cancel()
         closing.cancel()
-    if put.cancelled():
+    if not queued:
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")

@@ -475,7 +475,8 @@ def report(result: dict[str, Any]) -> str:
         verdict = "met" if met(value, target) else "NOT met"
         spread = f"({min(values):.2f} to {max(values):.2f})"
         lines.append(f"  {what:<38}{value:7.2f}  {target:<8} {verdict:<8} {spread}")
-    if (unsampled := summary["unsampled_cost"]["median"]) is not None:
+    unsampled = summary["unsampled_cost"]["median"]
+    if summary["targets"] and unsampled is not None:  # under the 10% verdict
         values = summary["unsampled_cost"]["rounds"]
         lines.append(
             f"  {'of which 0% (context, nothing sampled)':<38}{unsampled:7.2f}"

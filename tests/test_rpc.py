@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
+import aiormq.exceptions
 import msgspec
 import pytest
+from pamqp.commands import Basic
 from prometheus_client import REGISTRY
 
 from broker import (
@@ -24,6 +27,7 @@ from broker import (
     Topology,
     metrics_app,
 )
+from broker._publish import publish
 from tests.conftest import log_waiters
 
 
@@ -171,6 +175,31 @@ async def test_every_request_is_settled_with_its_answer(
         assert queue.declaration_result.message_count == 0
     dead = await dead_letters(amqp_url, topology)
     assert [m.routing_key for m in dead] == ["t.crash"] * 5
+
+
+async def test_a_publish_held_by_a_full_write_queue_fails_when_the_channel_closes(
+    amqp_url: str, vhost: str
+) -> None:
+    """A lost connection's writer takes nothing more: a publish waiting for room in its full
+    write queue fails when the channel closes, rather than hang until its caller's timeout."""
+    connection = await aiormq.connect(f"{amqp_url.rstrip('/')}/{vhost}")
+    channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
+    stuck: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+    stuck.put_nowait(None)
+    channel.write_queue = stuck  # full, and nothing takes from it: as when the writer stopped
+    publishing = asyncio.create_task(
+        publish(channel, b"{}", routing_key="t.nowhere", properties=Basic.Properties())
+    )
+    # The publish runs (and waits for room) while rabbitmqctl starts; then the broker closes
+    # the connection, and with it the channel.
+    closer = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection closed"
+    )
+    assert await closer.wait() == 0
+    with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
+        async with asyncio.timeout(10):
+            await publishing
+    await connection.close()
 
 
 async def test_correlation_ids_never_cross(worker: RpcWorker, client: AmqpRpcClient) -> None:
