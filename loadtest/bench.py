@@ -370,8 +370,7 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, list[float], str]]:
          ">= 1.20"),
         ("RPC round trip c=1 / aiormq floor",
          per_round(result, "rpc", "p50_us", "project", "aiormq"), "<= 1.25"),
-        ("cost of 10% sampling",
-         [1 - r for r in per_round(result, "http", "rps", "10%", "off")], "<= 0.05"),
+        ("cost of 10% sampling", throughput_costs(result, "10%"), "<= 0.05"),
     ]  # fmt: skip
 
 
@@ -411,7 +410,12 @@ def unsampled_costs(result: dict[str, Any]) -> list[float]:
     every request pays, sampled or not (its context made, carried and read)."""
     if not {"off", "0%"} <= result["rounds"]["http"].keys():
         return []
-    return [1 - r for r in per_round(result, "http", "rps", "0%", "off")]
+    return throughput_costs(result, "0%")
+
+
+def throughput_costs(result: dict[str, Any], variant: str) -> list[float]:
+    """Per round, the share of ``off``'s throughput that ``variant`` loses."""
+    return [1 - r for r in per_round(result, "http", "rps", variant, "off")]
 
 
 def met(value: float, target: str) -> bool:

@@ -156,9 +156,9 @@ async def test_every_request_is_settled_with_its_answer(
     client: AmqpRpcClient,
     confirms: bool,
 ) -> None:
-    """Answered requests are acked and failed ones rejected, in the reply's own write (or, with
-    reply confirms, once the reply is confirmed): when the worker's channel closes, none of them
-    goes back to the queue (an unsettled one would)."""
+    """Answered requests are acked and failed ones rejected (with reply confirms, once the reply
+    is confirmed): when the worker's channel closes, none of them goes back to the queue (an
+    unsettled one would)."""
     worker = await start_worker(amqp_url, queue_name, topology, service, confirms=confirms)
     answers = await asyncio.gather(
         *(client.call("t.echo", Ask(i), Answer) for i in range(50)),
@@ -177,6 +177,19 @@ async def test_every_request_is_settled_with_its_answer(
     assert [m.routing_key for m in dead] == ["t.crash"] * 5
 
 
+class _FullQueue(asyncio.Queue[object]):
+    """A write queue that is full and says when a put starts waiting for room."""
+
+    def __init__(self) -> None:
+        super().__init__(maxsize=1)
+        self.put_nowait(None)
+        self.waiting = asyncio.Event()
+
+    async def put(self, item: object) -> None:
+        self.waiting.set()
+        await super().put(item)
+
+
 async def test_a_publish_held_by_a_full_write_queue_fails_when_the_channel_closes(
     amqp_url: str, vhost: str
 ) -> None:
@@ -184,14 +197,12 @@ async def test_a_publish_held_by_a_full_write_queue_fails_when_the_channel_close
     write queue fails when the channel closes, rather than hang until its caller's timeout."""
     connection = await aiormq.connect(f"{amqp_url.rstrip('/')}/{vhost}")
     channel = cast(aiormq.Channel, await connection.channel(publisher_confirms=False))
-    stuck: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
-    stuck.put_nowait(None)
+    stuck = _FullQueue()
     channel.write_queue = stuck  # full, and nothing takes from it: as when the writer stopped
     publishing = asyncio.create_task(
         publish(channel, b"{}", routing_key="t.nowhere", properties=Basic.Properties())
     )
-    # The publish runs (and waits for room) while rabbitmqctl starts; then the broker closes
-    # the connection, and with it the channel.
+    await stuck.waiting.wait()  # the publish waits for room; now the broker closes the channel
     closer = await asyncio.create_subprocess_exec(
         "rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection closed"
     )
