@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -37,7 +37,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
-from broker import ConfigError
+from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp
 from broker._otlp import OtlpJsonSpanExporter, encode_spans
 from loadtest import bench_export
 from loadtest.traces import load_traces
@@ -187,6 +187,83 @@ def test_the_json_is_otlp_json_not_protobuf_json() -> None:
         "arrayValue": {"values": [{"boolValue": True}, {"boolValue": False}]}
     }
     assert span["events"][0]["timeUnixNano"] == "1700000000123456789"
+
+
+def plain_spans() -> list[ReadableSpan]:
+    """Spans of the common shape, which `encode_spans` writes without a dict: no events, links,
+    trace state or dropped counts, status unset. Every kind, a root, a remote parent, names and keys
+    to escape (``%`` too: a key's JSON is kept as a template) and every kind of value."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "plain"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("lib.plain", "1.0")
+    parent = SpanContext(  # as REMOTE, but with no trace state
+        REMOTE.trace_id, REMOTE.span_id, is_remote=True, trace_flags=REMOTE.trace_flags
+    )
+    odd: dict[str, AnyValue] = {"100%": "yes", "%d %s": 1, "%": 0.5, 'a "key"': True, "%%": [1]}
+    with tracer.start_as_current_span(
+        'quote " backslash \\ ünï 字 🎬 %s %d',
+        context=trace.set_span_in_context(NonRecordingSpan(parent)),
+        kind=SpanKind.SERVER,
+        attributes=ATTRIBUTES | odd,
+    ):
+        for kind in SpanKind:
+            with tracer.start_as_current_span(f"as {kind.name}", kind=kind, attributes=odd):
+                pass
+        with tracer.start_as_current_span("no attributes"):
+            pass
+    with tracer.start_as_current_span("root", attributes={"n": 1}):
+        pass
+    return list(memory.get_finished_spans())
+
+
+def test_spans_of_the_common_shape_are_the_official_message_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = plain_spans()
+    assert len(spans) == 3 + len(SpanKind)
+    body = encode_spans(spans)
+    assert encode_spans(spans) == body  # with the keys kept from the first time
+    monkeypatch.setattr(_otlp, "_span", None)  # not the dict of the other spans: written directly
+    assert encode_spans(spans) == body
+    assert request_from_json(body) == official(spans)
+
+
+def test_a_span_of_another_class_is_read_through_its_properties() -> None:
+    class Derived(ReadableSpan):
+        @property
+        def events(self) -> tuple[Event, ...]:
+            return (Event("only seen here", timestamp=15),)
+
+    span = Derived(
+        name="derived",
+        context=SpanContext(0x1, 0x2, is_remote=False),
+        resource=Resource({}),
+        start_time=10,
+        end_time=20,
+    )
+    assert request_from_json(encode_spans([span])) == official([span])
+    assert b"only seen here" in encode_spans([span])
+
+
+def test_the_services_lean_spans_keep_their_events_and_links() -> None:
+    """The services' tracers hand the exporter LeanSpans, whose lists are read directly."""
+    memory = InMemorySpanExporter()
+    provider = LeanTracerProvider(resource=Resource({"service.name": "lean"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("lib.lean")
+    with tracer.start_as_current_span("plain", attributes={"n": 1}):
+        pass
+    with tracer.start_as_current_span("with an event") as span:
+        span.add_event("cached", {"hit": True})
+    with tracer.start_as_current_span("with a link", links=[Link(REMOTE)]):
+        pass
+    spans = list(memory.get_finished_spans())
+    assert {type(span) for span in spans} == {LeanSpan}
+    body = encode_spans(spans)
+    assert request_from_json(body) == official(spans)
+    assert b"cached" in body
+    assert body.count(b'"links"') == 1
 
 
 # --- delivery ---------------------------------------------------------------------------------
