@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
-from loadtest.bench import PROCESSES, VARIANTS, report, sampled_shares, summarize
+from loadtest.bench import (
+    PROCESSES,
+    VARIANTS,
+    median_interval,
+    report,
+    sampled_shares,
+    summarize,
+)
 
 CPU = {  # per request, by process: off, 0%, 10% and 100%
     "off": {"gateway": 600, "episode": 300, "stream": 350, "broker": 350},
@@ -72,6 +80,27 @@ def test_report_and_json_carry_the_verdicts_and_shares() -> None:
     assert summary["targets"]["cost of 10% sampling"]["median"] == pytest.approx(0.1)
     assert summary["targets"]["throughput, tracing 100% / bare"]["rounds"] == [0.875]
     assert summary["sampled_share"]["stream"] == pytest.approx(0.3)
+    assert summary["targets"]["cost of 10% sampling"]["interval"] == pytest.approx((0.1, 0.1))
+    assert "(0.10 to 0.10; rounds 0.10 to 0.10)" in text
+
+
+@pytest.mark.parametrize(
+    ("n", "k"),
+    [(5, 1), (10, 2), (20, 6), (100, 42)],  # binomial tables: x(k) to x(n + 1 - k)
+)
+def test_the_median_interval_is_the_order_statistics_of_90_percent(n: int, k: int) -> None:
+    values = [float(i) for i in range(n, 0, -1)]  # 1..n, given in any order
+    assert median_interval(values) == (k, n + 1 - k)
+    below = sum(math.comb(n, i) for i in range(k)) / 2**n
+    assert 1 - 2 * below >= 0.90  # holds the median 90% of the time at least...
+    one_more = below + math.comb(n, k) / 2**n
+    assert k + 1 > n - k or 1 - 2 * one_more < 0.90  # ... and is the narrowest that does
+
+
+def test_too_few_rounds_give_the_whole_range() -> None:
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert median_interval([2.0]) == (2.0, 2.0)
+    assert median_interval([]) is None
 
 
 def test_without_the_three_variants_there_is_nothing_to_judge() -> None:
