@@ -19,9 +19,10 @@ a handler that does nothing), on the event loop the services use (``EVENT_LOOP``
 default), against the reference's raw aiormq client and worker, the floor.
 
 Prints medians over the rounds and their ratios to the bare minimum; judges the issue's targets
-on the median of the ratios taken within each round, and shows the median's 90% interval and
-the range of the rounds; writes everything as JSON, and a plot when matplotlib is installed.
-Everything shares the 2 cores: compare ratios within one run, not absolutes across runs.
+on the median of the ratios taken within each round, and shows an interval that holds that
+median with 90% confidence or more, and the range of the rounds; writes everything as JSON,
+and a plot when matplotlib is installed. Everything shares the 2 cores: compare ratios within
+one run, not absolutes across runs.
 
 Many short rounds rather than a few long ones (20 of 2 s by default): the machine's speed
 drifts over tens of seconds, so the two sides of a ratio are measured closer together. On the
@@ -436,9 +437,10 @@ def median(values: list[float]) -> float | None:
 def median_interval(values: list[float], confidence: float = 0.90) -> tuple[float, float] | None:
     """An interval that holds the true median with at least ``confidence``, whatever the
     distribution of the rounds: the order statistics x(k) and x(n+1-k) for the largest k such
-    that Binomial(n, 1/2) falls below k with probability (1 - confidence) / 2 at most. With
-    too few rounds for ``confidence`` (under 5 for 90%) it is the whole range, which holds the
-    median with less."""
+    that Binomial(n, 1/2) falls below k with probability (1 - confidence) / 2 at most (with
+    20 rounds, x(6) to x(15), which holds it with 95.9%). With too few rounds for
+    ``confidence`` (under 5 for 90%) it is the whole range, which holds the median with less.
+    It is the median of these processes' rounds: stacks started again may differ by more."""
     ordered = sorted(values)
     n = len(ordered)
     if not n:
@@ -499,8 +501,8 @@ def report(result: dict[str, Any]) -> str:
         f"  project (RpcWorker, AmqpRpcClient) {project['p50_us']:8.0f} {project['p99_us']:8.0f}",
         f"  aiormq floor (reference)           {floor['p50_us']:8.0f} {floor['p99_us']:8.0f}",
         "",
-        "targets (issue 7): the median of the ratios taken within each round (its 90% interval;",
-        "the range of the rounds)",
+        "targets (issue 7): the median of the ratios taken within each round",
+        "  (an interval that holds it with 90% confidence or more; the range of the rounds)",
     ]  # fmt: skip
     summary = summarize(result)
     for what, judged in summary["targets"].items():
@@ -531,7 +533,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def spread(judged: dict[str, Any]) -> str:
-    """``(low to high; rounds min to max)``: the median's 90% interval and the range."""
+    """``(low to high; rounds min to max)``: the median's interval (:func:`median_interval`)
+    and the range."""
     (low, high), values = judged["interval"], judged["rounds"]
     return f"({low:.2f} to {high:.2f}; rounds {min(values):.2f} to {max(values):.2f})"
 

@@ -1,4 +1,5 @@
-"""The OTLP/JSON span exporter (`broker._otlp`): same message as the official encoder, delivered.
+"""The OTLP/JSON span exporter (`broker._otlp`, `broker._otlp_encode`): same message as the
+official encoder, delivered.
 
 - equivalence: spans of a real SDK, of every shape, encoded here and parsed back with protobuf's
   JSON parser, equal the official ``encode_spans`` message for message;
@@ -37,7 +38,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
-from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp
+from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp_encode
 from broker._otlp import OtlpJsonSpanExporter, encode_spans
 from loadtest import bench_export
 from loadtest.traces import load_traces
@@ -217,16 +218,60 @@ def plain_spans() -> list[ReadableSpan]:
     return list(memory.get_finished_spans())
 
 
+@pytest.mark.parametrize("kept", [4096, 0], ids=["keys kept", "no room to keep keys"])
 def test_spans_of_the_common_shape_are_the_official_message_too(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kept: int
 ) -> None:
+    # Empty caches: the first encoding makes every key's start and template.
+    monkeypatch.setattr(_otlp_encode, "_keys", {})
+    fresh: dict[type, dict[str, bytes]] = {kind: {} for kind in _otlp_encode._VALUE_TEMPLATES}
+    monkeypatch.setattr(_otlp_encode, "_templates", fresh)
+    monkeypatch.setattr(_otlp_encode, "_KEYS_KEPT", kept)
     spans = plain_spans()
     assert len(spans) == 3 + len(SpanKind)
     body = encode_spans(spans)
     assert encode_spans(spans) == body  # with the keys kept from the first time
-    monkeypatch.setattr(_otlp, "_span", None)  # not the dict of the other spans: written directly
+    # Not the dict of the other spans: written directly.
+    monkeypatch.setattr(_otlp_encode, "_span", None)
     assert encode_spans(spans) == body
     assert request_from_json(body) == official(spans)
+
+
+class _Key(str):
+    pass
+
+
+class _Float(float):  # as numpy.float64, which the SDK takes for a float
+    pass
+
+
+def test_odd_attributes_are_kept_or_dropped_as_the_official_encoder_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    attributes: dict[str, AnyValue] = {
+        "beyond int64": 2**64,
+        "below int64": -(2**63) - 1,
+        "lone surrogate": "a\ud800b",
+        _Key("a str subclass key"): "kept",
+        "a float subclass": _Float(1.5),
+        "percent": "100% %s %d %%",
+        "one more beyond int64": [1, 2**64],
+        "plain": 1,
+    }
+    span = ReadableSpan(
+        name="odd",
+        context=SpanContext(0x1, 0x2, is_remote=False),
+        resource=Resource({}),
+        attributes=attributes,
+        start_time=10,
+        end_time=20,
+    )
+    got = request_from_json(encode_spans([span]))
+    assert got == official([span])  # one attribute dropped is one attribute, not the batch
+    kept = [pair.key for pair in got.resource_spans[0].scope_spans[0].spans[0].attributes]
+    assert kept == ["a str subclass key", "a float subclass", "percent", "plain"]
+    for dropped in ("beyond int64", "below int64", "lone surrogate", "one more beyond int64"):
+        assert f"span attribute {dropped!r} not exported" in caplog.text
 
 
 def test_a_span_of_another_class_is_read_through_its_properties() -> None:
