@@ -24,10 +24,16 @@ median with 90% confidence or more, and the range of the rounds; writes everythi
 and a plot when matplotlib is installed. Everything shares the 2 cores: compare ratios within
 one run, not absolutes across runs.
 
-Many short rounds rather than a few long ones (20 of 2 s by default): the machine's speed
+Many short rounds rather than a few long ones (12 of 2 s by default): the machine's speed
 drifts over tens of seconds, so the two sides of a ratio are measured closer together. On the
 same machine, the 10% cost's interval was 7 points wide with 20 rounds of 2 s (0.06 to 0.13)
 and 32 with 5 rounds of 8 s (-0.02 to 0.30: with 5 rounds, the whole range).
+
+And every variant twice (``--instances 2``), each copy a stack of its own, their figures
+averaged in each round: a set of processes keeps its own speed for the whole run (where its
+memory landed, its hash seed), so two copies of one variant differed by 9% (0.99 to 1.14, 20
+rounds), more than the interval of one run; runs of the same commit put the 10% cost anywhere
+from 6% to 14%.
 """
 
 from __future__ import annotations
@@ -222,7 +228,7 @@ async def floor_round_trips(reference: Path, amqp_url: str, count: int) -> dict[
 
 @dataclass
 class Setup:
-    targets: dict[str, Target]
+    targets: dict[str, list[Target]]  # each variant's copies
     rpc_client: AmqpRpcClient
     floor_url: str
 
@@ -234,7 +240,7 @@ async def started(args: argparse.Namespace) -> AsyncIterator[Setup]:
     run_id = uuid.uuid4().hex[:6]
     workdir = args.json.parent / "bench"
     broker = broker_pid()
-    targets: dict[str, Target] = {}
+    targets: dict[str, list[Target]] = {BARE: [], **{variant: [] for variant in args.variants}}
     async with contextlib.AsyncExitStack() as exits:
 
         def new_vhost(suffix: str) -> str:
@@ -254,49 +260,53 @@ async def started(args: argparse.Namespace) -> AsyncIterator[Setup]:
         exits.push_async_callback(helper.stop_process, "sink")
         shared = {"broker": broker, "sink": helper.processes["sink"].pid}
 
-        bare_env = {"PERF_AMQP_URL": new_vhost(BARE)}
-        bare = {
-            "episode": await program(
-                "bare-episode", ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-episode"],
+        for copy in range(args.instances):
+            bare_env = {"PERF_AMQP_URL": new_vhost(f"{BARE}-{copy}")}
+            bare = {
+                "episode": await program(
+                    f"bare-episode-{copy}",
+                    ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-episode"], bare_env,
+                ),
+                "stream": await program(
+                    f"bare-stream-{copy}",
+                    ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-stream"], bare_env,
+                ),
+            }  # fmt: skip
+            port = args.http_port + 40 + copy
+            bare["gateway"] = await program(
+                f"bare-gateway-{copy}",
+                ["http_app.py", "gateway", "--fanout", "rpc", "--port", str(port)],
                 bare_env,
-            ),
-            "stream": await program(
-                "bare-stream", ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-stream"],
-                bare_env,
-            ),
-        }  # fmt: skip
-        port = args.http_port + 40
-        bare["gateway"] = await program(
-            "bare-gateway",
-            ["http_app.py", "gateway", "--fanout", "rpc", "--port", str(port)],
-            bare_env,
-            f"http://127.0.0.1:{port}/health",
-        )
-        targets[BARE] = Target(f"http://127.0.0.1:{port}/dramas/42", bare | shared)
-        print("started the reference (bare aio-pika fan-out)", file=sys.stderr, flush=True)
-
-        for i, (variant, env) in enumerate(args.variants.items()):
-            stack = Stack(
-                StackConfig(
-                    amqp_url=new_vhost(str(i)),
-                    http_port=args.http_port + i,
-                    s3_port=args.s3_port + i,
-                    episode_metrics_port=args.s3_port + 10 + 2 * i,
-                    stream_metrics_port=args.s3_port + 11 + 2 * i,
-                    workdir=workdir / str(i),
-                    media_dramas=1,
-                    env={
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-                        "FAULTS_ENABLED": "false",
-                        **env,
-                    },
-                )
+                f"http://127.0.0.1:{port}/health",
             )
-            await exits.enter_async_context(stack)
-            pids = {"gateway": stack.processes["drama"].pid}
-            pids |= {name: stack.processes[name].pid for name in ("episode", "stream")}
-            targets[variant] = Target(f"{stack.config.base_url}/dramas/1", pids | shared)
-            print(f"started variant {variant}", file=sys.stderr, flush=True)
+            targets[BARE].append(Target(f"http://127.0.0.1:{port}/dramas/42", bare | shared))
+            print(
+                f"started the reference (bare aio-pika fan-out), copy {copy + 1}", file=sys.stderr
+            )
+
+            for i, (variant, env) in enumerate(args.variants.items()):
+                n = copy * len(args.variants) + i
+                stack = Stack(
+                    StackConfig(
+                        amqp_url=new_vhost(f"{i}-{copy}"),
+                        http_port=args.http_port + n,
+                        s3_port=args.s3_port + n,
+                        episode_metrics_port=args.s3_port + 100 + 2 * n,
+                        stream_metrics_port=args.s3_port + 101 + 2 * n,
+                        workdir=workdir / f"{i}-{copy}",
+                        media_dramas=1,
+                        env={
+                            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                            "FAULTS_ENABLED": "false",
+                            **env,
+                        },
+                    )
+                )
+                await exits.enter_async_context(stack)
+                pids = {"gateway": stack.processes["drama"].pid}
+                pids |= {name: stack.processes[name].pid for name in ("episode", "stream")}
+                targets[variant].append(Target(f"{stack.config.base_url}/dramas/1", pids | shared))
+                print(f"started variant {variant}, copy {copy + 1}", file=sys.stderr, flush=True)
 
         echo_url = new_vhost("echo")
         await program(
@@ -320,20 +330,37 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
+def combined(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One variant's round over its copies: the mean of each figure (errors: their sum)."""
+    return {
+        key: sum(run[key] for run in runs) / (1 if key == "errors" else len(runs))
+        for key in runs[0]
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     http: dict[str, list[dict[str, float]]] = {BARE: [], **{v: [] for v in args.variants}}
+    copies: dict[str, list[list[dict[str, float]]]] = {v: [] for v in http}
     rpc: dict[str, list[dict[str, float]]] = {"project": [], "aiormq": []}
     async with started(args) as setup:
         order = list(http)
-        for target in setup.targets.values():  # warm up: connections, pools, caches
-            await wrk(target, args.connections, 2)
+        for targets in setup.targets.values():  # warm up: connections, pools, caches
+            for target in targets:
+                await wrk(target, args.connections, 2)
         for round_ in range(args.rounds):
+            runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in order}
+            for copy in range(args.instances):  # every variant's first copy, then the second...
+                for variant in order:
+                    target = setup.targets[variant][copy]
+                    runs[variant].append(await wrk(target, args.connections, args.seconds))
             for variant in order:
-                result = await wrk(setup.targets[variant], args.connections, args.seconds)
+                result = combined(runs[variant])
                 http[variant].append(result)
+                copies[variant].append(runs[variant])
+                each = ", ".join(f"{run['rps']:.0f}" for run in runs[variant])
                 print(
                     f"round {round_ + 1}/{args.rounds} {variant:>11}: "
-                    f"{result['rps']:6.0f} req/s, p99 {result.get('p99_ms', 0):6.1f} ms, "
+                    f"{result['rps']:6.0f} req/s ({each}), p99 {result.get('p99_ms', 0):6.1f} ms, "
                     f"{result['cpu_us_total']:6.0f} us CPU/request",
                     file=sys.stderr,
                     flush=True,
@@ -350,7 +377,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: str(v) for k, v in vars(args).items()} | {"cpus": os.cpu_count()},
         "http": {v: medians(r) for v, r in http.items()},
         "rpc": {v: medians(r) for v, r in rpc.items()},
-        "rounds": {"http": http, "rpc": rpc},
+        "rounds": {"http": http, "rpc": rpc, "http_copies": copies},
     }
 
 
@@ -448,7 +475,7 @@ def median_interval(values: list[float], confidence: float = 0.90) -> tuple[floa
     tail = (1 - confidence) / 2
 
     def at_most(j: int) -> float:  # P(B <= j)
-        return sum(math.comb(n, i) for i in range(j + 1)) / 2**n
+        return sum(math.comb(n, i) for i in range(j + 1)) / (1 << n)
 
     k = 1  # x(k + 1) is as far in as the interval may go while P(B <= k) stays in the tail
     while k + 1 <= n - k and at_most(k) <= tail:
@@ -486,6 +513,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"GET /dramas/{{id}}, wrk -c{settings['connections']}, {settings['seconds']} s a run, "
         f"medians of {settings['rounds']} rounds; CPU in us per request",
+        f"(each round: the mean of {settings.get('instances', 1)} copies of every variant, "
+        "each started on its own)",
         head,
     ]
     for variant, h in http.items():
@@ -571,7 +600,10 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest bench", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument(
+        "--instances", type=int, default=2, help="copies of each variant, each driven every round"
+    )
     parser.add_argument("--rpc-calls", type=int, default=500, help="a round, each side")
     parser.add_argument("--connections", type=int, default=50, help="wrk -c (the reference: 50)")
     parser.add_argument("--seconds", type=int, default=2, help="wrk -d, a variant a round")

@@ -11,6 +11,7 @@ import pytest
 from loadtest.bench import (
     PROCESSES,
     VARIANTS,
+    combined,
     median_interval,
     report,
     sampled_shares,
@@ -138,3 +139,10 @@ def test_with_0_percent_the_shares_are_the_sampled_tenths_alone() -> None:
     del rounds["0%"]
     assert summarize(result(rounds))["unsampled_cost"]["median"] is None
     assert "of which 0%" not in report(result(rounds))
+
+
+def test_a_round_of_several_copies_is_their_mean_and_their_errors_summed() -> None:
+    first = {"rps": 1000.0, "cpu_us_total": 1500.0, "errors": 1.0}
+    second = {"rps": 1200.0, "cpu_us_total": 1300.0, "errors": 2.0}
+    assert combined([first, second]) == {"rps": 1100.0, "cpu_us_total": 1400.0, "errors": 3.0}
+    assert combined([first]) == first
