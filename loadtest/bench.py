@@ -81,6 +81,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 BARE = "bare"
 PROCESSES = ("gateway", "episode", "stream", "broker", "sink", "wrk")
+MAX_STACKS = 40  # each takes --http-port + n; the sink is at + 50, the reference at + 100...
 
 
 def cpu_us(pid: int) -> float:
@@ -272,7 +273,7 @@ async def started(args: argparse.Namespace) -> AsyncIterator[Setup]:
                     ["rpc_worker.py", "--mode", "aiopika", "--queue", "perf-stream"], bare_env,
                 ),
             }  # fmt: skip
-            port = args.http_port + 40 + copy
+            port = args.http_port + 100 + copy
             bare["gateway"] = await program(
                 f"bare-gateway-{copy}",
                 ["http_app.py", "gateway", "--fanout", "rpc", "--port", str(port)],
@@ -633,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         args.variants[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
     if args.only:
         args.variants = {k: v for k, v in args.variants.items() if k in args.only.split(",")}
+    if args.rounds < 1 or args.instances < 1:
+        parser.error("--rounds and --instances must be 1 or more")
+    if args.instances * len(args.variants) > MAX_STACKS:  # their ports run into the others'
+        parser.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
     (args.json.parent / "bench").mkdir(parents=True, exist_ok=True)
     if not (args.reference / "http_app.py").exists():
         print(
