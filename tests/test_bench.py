@@ -12,6 +12,7 @@ from loadtest.bench import (
     PROCESSES,
     VARIANTS,
     combined,
+    main,
     median_interval,
     report,
     sampled_shares,
@@ -146,3 +147,20 @@ def test_a_round_of_several_copies_is_their_mean_and_their_errors_summed() -> No
     second = {"rps": 1200.0, "cpu_us_total": 1300.0, "errors": 2.0}
     assert combined([first, second]) == {"rps": 1100.0, "cpu_us_total": 1400.0, "errors": 3.0}
     assert combined([first]) == first
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--instances", "0"], "--rounds and --instances must be 1 or more"),
+        (["--rounds", "0"], "--rounds and --instances must be 1 or more"),
+        (["--instances", "7"], "at most 40 stacks"),  # 6 variants by default: 42
+    ],
+)
+def test_no_copies_no_rounds_or_too_many_stacks_are_refused(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert error in capsys.readouterr().err
