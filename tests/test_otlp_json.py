@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -248,7 +249,8 @@ class _Float(float):  # as numpy.float64, which the SDK takes for a float
 def test_odd_attributes_are_kept_or_dropped_as_the_official_encoder_does(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    attributes: dict[str, AnyValue] = {
+    attributes: dict[Any, AnyValue] = {
+        1: "a key that is no str",
         "beyond int64": 2**64,
         "below int64": -(2**63) - 1,
         "lone surrogate": "a\ud800b",
@@ -270,7 +272,7 @@ def test_odd_attributes_are_kept_or_dropped_as_the_official_encoder_does(
     assert got == official([span])  # one attribute dropped is one attribute, not the batch
     kept = [pair.key for pair in got.resource_spans[0].scope_spans[0].spans[0].attributes]
     assert kept == ["a str subclass key", "a float subclass", "percent", "plain"]
-    for dropped in ("beyond int64", "below int64", "lone surrogate", "one more beyond int64"):
+    for dropped in (1, "beyond int64", "below int64", "lone surrogate", "one more beyond int64"):
         assert f"span attribute {dropped!r} not exported" in caplog.text
 
 
