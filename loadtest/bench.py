@@ -453,6 +453,15 @@ def throughput_costs(result: dict[str, Any], variant: str) -> list[float]:
     return [1 - r for r in per_round(result, "http", "rps", variant, "off")]
 
 
+def variant_costs(result: dict[str, Any]) -> dict[str, list[float]]:
+    """Per round, what each variant of the project loses against ``off`` (none without it):
+    the figure an A/B of ``--variant`` settings is read by."""
+    rounds = result["rounds"]["http"]
+    if "off" not in rounds:
+        return {}
+    return {v: throughput_costs(result, v) for v in rounds if v not in {BARE, "off"}}
+
+
 def met(value: float, target: str) -> bool:
     op, bound = target.split()
     return value >= float(bound) if op == ">=" else value <= float(bound)
@@ -493,8 +502,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     }
     shares = {name: median(v) for name, v in sampled_shares(result).items()}
     unsampled = unsampled_costs(result)
+    costs = {
+        variant: {"median": median(v), "interval": median_interval(v), "rounds": v}
+        for variant, v in variant_costs(result).items()
+    }
     return result | {
         "targets": targets,
+        "costs": costs,
         "sampled_share": shares,
         "sampled_share_base": share_base(result),
         "unsampled_cost": {
@@ -530,11 +544,16 @@ def report(result: dict[str, Any]) -> str:
         "RPC round trip at concurrency 1       p50 us   p99 us",
         f"  project (RpcWorker, AmqpRpcClient) {project['p50_us']:8.0f} {project['p99_us']:8.0f}",
         f"  aiormq floor (reference)           {floor['p50_us']:8.0f} {floor['p99_us']:8.0f}",
-        "",
-        "targets (issue 7): the median of the ratios taken within each round",
-        "  (an interval that holds it with 90% confidence or more; the range of the rounds)",
     ]  # fmt: skip
     summary = summarize(result)
+    lines.append("")
+    if summary["targets"]:
+        lines += [
+            "targets (issue 7): the median of the ratios taken within each round",
+            "  (an interval that holds it with 90% confidence or more; the range of the rounds)",
+        ]
+    else:
+        lines.append("targets (issue 7): not judged, for want of off, 10% and 100% in this run")
     for what, judged in summary["targets"].items():
         value, target = judged["median"], judged["target"]
         if value is None:
@@ -548,6 +567,16 @@ def report(result: dict[str, Any]) -> str:
             f"  {'of which 0% (context, nothing sampled)':<38}{unsampled:7.2f}"
             f"{'':19}{spread(summary['unsampled_cost'])}"
         )
+    # Each other variant's loss against off (an A/B of --variant settings is read here); those
+    # above are not repeated.
+    judged = {"10%", "0%"} if summary["targets"] else set()
+    if others := {v: c for v, c in summary["costs"].items() if v not in judged}:
+        lines += ["", "throughput lost against off, median of the rounds (interval; range)"]
+        for variant, cost in others.items():
+            if cost["median"] is None:
+                lines.append(f"  {variant:<38}   none  no run of off served")
+            else:
+                lines.append(f"  {variant:<38}{cost['median']:7.2f}{'':19}{spread(cost)}")
     if shares := summary["sampled_share"]:
         base = summary["sampled_share_base"]
         lines += [

@@ -116,6 +116,31 @@ def test_without_the_three_variants_there_is_nothing_to_judge() -> None:
     assert "share" not in report(result(rounds))
 
 
+def test_an_a_b_run_reports_what_each_variant_loses_against_off() -> None:
+    # `--only off,0%,0%-none --variant 0%-none:...`: no targets to judge, the A/B to read.
+    rounds = {
+        "bare": [run("bare", 800), run("bare", 800)],
+        "off": [run("off", 1000), run("off", 1000)],
+        "0%": [run("0%", 960), run("0%", 940)],
+        "0%-none": [run("0%", 980), run("0%", 960)],
+    }
+    summary = summarize(result(rounds))
+    assert summary["costs"]["0%"]["rounds"] == pytest.approx([0.04, 0.06])
+    assert summary["costs"]["0%-none"]["median"] == pytest.approx(0.03)
+    assert "bare" not in summary["costs"]
+    assert "off" not in summary["costs"]
+    text = report(result(rounds))
+    assert "not judged, for want of off, 10% and 100% in this run" in text
+    assert "  0%-none                                  0.03" in text
+    assert "(0.02 to 0.04; rounds 0.02 to 0.04)" in text
+    # A full run judges 10% and reads 0% under it: neither is repeated, the others are.
+    rounds = {v: [run(v, rps)] for v, rps in {"bare": 800, "off": 1000, "0%": 980}.items()}
+    rounds |= {"10%": [run("10%", 900)], "100%": [run("100%", 700)], "req-confs": [run("off", 950)]}
+    text = report(result(rounds))
+    block = text.split("throughput lost against off")[1].split("\n\n")[0].splitlines()[1:]
+    assert [line.split()[:2] for line in block] == [["100%", "0.30"], ["req-confs", "0.05"]]
+
+
 def test_with_0_percent_the_shares_are_the_sampled_tenths_alone() -> None:
     assert "0%" in VARIANTS  # make bench runs it
     rounds = {
