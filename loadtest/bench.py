@@ -569,8 +569,8 @@ def report(result: dict[str, Any]) -> str:
         )
     # Each other variant's loss against off (an A/B of --variant settings is read here); those
     # above are not repeated.
-    judged = {"10%", "0%"} if summary["targets"] else set()
-    if others := {v: c for v, c in summary["costs"].items() if v not in judged}:
+    shown_above = {"10%", "0%"} if summary["targets"] else set()
+    if others := {v: c for v, c in summary["costs"].items() if v not in shown_above}:
         lines += ["", "throughput lost against off, median of the rounds (interval; range)"]
         for variant, cost in others.items():
             if cost["median"] is None:
