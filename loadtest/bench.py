@@ -440,14 +440,6 @@ def sampled_shares(result: dict[str, Any]) -> dict[str, list[float]]:
     return shares
 
 
-def unsampled_costs(result: dict[str, Any]) -> list[float]:
-    """Per round, the throughput ``0%`` loses against ``off``: the part of tracing's cost that
-    every request pays, sampled or not (its context made, carried and read)."""
-    if not {"off", "0%"} <= result["rounds"]["http"].keys():
-        return []
-    return throughput_costs(result, "0%")
-
-
 def throughput_costs(result: dict[str, Any], variant: str) -> list[float]:
     """Per round, the share of ``off``'s throughput that ``variant`` loses."""
     return [1 - r for r in per_round(result, "http", "rps", variant, "off")]
@@ -501,7 +493,6 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         for what, v, target in verdicts(result)
     }
     shares = {name: median(v) for name, v in sampled_shares(result).items()}
-    unsampled = unsampled_costs(result)
     costs = {
         variant: {"median": median(v), "interval": median_interval(v), "rounds": v}
         for variant, v in variant_costs(result).items()
@@ -511,11 +502,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "costs": costs,
         "sampled_share": shares,
         "sampled_share_base": share_base(result),
-        "unsampled_cost": {
-            "median": median(unsampled),
-            "interval": median_interval(unsampled),
-            "rounds": unsampled,
-        },
+        # 0%'s loss against off: the part of tracing's cost that every request pays, sampled
+        # or not (its context made, carried and read). Its own key for the JSON's readers.
+        "unsampled_cost": costs.get("0%", {"median": None, "interval": None, "rounds": []}),
     }
 
 
