@@ -31,7 +31,16 @@ import pytest
 import yaml
 
 from broker import RpcWorker
-from tests.infra.conftest import ROOT, eks_terraform_env, guide_helm_values, run
+from tests.infra.conftest import (
+    K8S,
+    NAMESPACE,
+    OVERLAYS,
+    ROOT,
+    Doc,
+    eks_terraform_env,
+    guide_helm_values,
+    run,
+)
 
 # Unknown fields must fail: the cloudcoil models allow extras by default, and a model class copies
 # its base's config when it is created, so this must run before the model modules are imported.
@@ -43,11 +52,6 @@ from cloudcoil.models.istio.telemetry import v1 as istio_telemetry  # noqa: E402
 from cloudcoil.models.keda import v1alpha1 as keda  # noqa: E402
 from cloudcoil.models.prometheus_operator import v1 as prometheus  # noqa: E402
 
-Doc = dict[str, Any]
-
-K8S = ROOT / "k8s"
-OVERLAYS = ("local", "eks")
-NAMESPACE = "drama-streaming"
 SERVICES = ("drama-service", "episode-service", "stream-service")
 WORKERS = {"episode-service": "rpc.episode", "stream-service": "rpc.stream"}
 PROBE_PORTS = {
@@ -122,27 +126,6 @@ def write_prometheus_rules() -> None:
 
 
 # --- rendering ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def rendered() -> dict[str, list[Doc]]:
-    """Both overlays rendered once by kubectl's kustomize; a render error fails with its output."""
-    out: dict[str, list[Doc]] = {}
-    for overlay in OVERLAYS:
-        text = run("kubectl", "kustomize", K8S / "overlays" / overlay).stdout
-        out[overlay] = [doc for doc in yaml.safe_load_all(text) if doc]
-    return out
-
-
-@pytest.fixture(params=OVERLAYS)
-def overlay(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture
-def docs(rendered: dict[str, list[Doc]], overlay: str) -> list[Doc]:
-    return rendered[overlay]
 
 
 def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
