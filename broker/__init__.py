@@ -42,6 +42,7 @@ from ._telemetry import (
     request_logged,
     set_request_log,
 )
+from ._tls import amqp_url, amqp_url_from_env
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
@@ -74,6 +75,8 @@ __all__ = [
     "SqlStore",
     "Topology",
     "WorkerSettings",
+    "amqp_url",
+    "amqp_url_from_env",
     "collect_timings",
     "configure_logging",
     "configure_tracing",
