@@ -157,12 +157,12 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
     log = (base / "server.log").open("w")
-    server = subprocess.Popen(  # noqa: S603 - fixed program, arguments made here
+    server = subprocess.Popen(
         [RABBITMQ_BIN / "rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     ctl = [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", node]
     try:
-        started = subprocess.run(  # noqa: S603
+        started = subprocess.run(
             [*ctl, "wait", str(base / "rabbitmq.pid"), "--timeout", "120"],
             env=env,
             capture_output=True,
@@ -172,7 +172,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         assert started.returncode == 0, (base / "server.log").read_text()[-3000:]
         yield TlsBroker(port, ca_file, other_ca_file)
     finally:
-        subprocess.run([*ctl, "stop"], env=env, capture_output=True, check=False)  # noqa: S603
+        subprocess.run([*ctl, "stop"], env=env, capture_output=True, check=False)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
