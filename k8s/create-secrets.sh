@@ -37,13 +37,13 @@ secret() {
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 
 # One RabbitMQ user per service (k8s/base/rabbitmq/users.yaml imports username and password);
-# the service reads AMQP_URL.
+# the service reads AMQP_URL (TLS: the broker listens for the services on 5671 only).
 for service in drama-service episode-service stream-service; do
   pw=$(password)
   secret "$service-amqp" <<END
 username=$service
 password=$pw
-AMQP_URL=amqp://$service:$pw@$rabbitmq:5672/
+AMQP_URL=amqps://$service:$pw@$rabbitmq:5671/
 END
 done
 

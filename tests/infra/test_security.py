@@ -1,0 +1,195 @@
+"""The security promises of the deploy files, each checked where it is made: Pod Security
+"restricted" on the namespace and every pod in it (the RabbitMQ pods through the cluster's
+override), AMQP over TLS verified against cert-manager's CA in Kubernetes and the compose CA in
+compose, the services' AMQP admitted on 5671 only. tests/test_amqp_tls.py proves on a real
+broker that the services' settings verify the certificate and refuse another CA's."""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from broker import ConfigError, Env, WorkerSettings
+from tests.infra.compose_files import compose_config, env_file
+from tests.infra.conftest import NAMESPACE, ROOT, Doc
+from tests.infra.test_k8s import SERVICES, container, create_secrets, created_secrets, find, one
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(name: str, spec: Doc) -> list[str]:
+    """What the Pod Security "restricted" profile (v1.32) refuses in a pod spec."""
+    out = []
+    pod = spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            out.append(f"{name}: {key}")
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            out.append(f"{name}: volume {volume['name']} {kinds}")
+    pod_seccomp = pod.get("seccompProfile", {}).get("type")
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        where = f"{name}/{c['name']}"
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{where}: allowPrivilegeEscalation not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{where}: capabilities not dropped")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{where}: adds {caps['add']}")
+        if sc.get("privileged"):
+            out.append(f"{where}: privileged")
+        if not (sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is True):
+            out.append(f"{where}: runAsNonRoot not true")
+        if sc.get("runAsUser", pod.get("runAsUser")) == 0:
+            out.append(f"{where}: runs as root")
+        if sc.get("seccompProfile", {}).get("type", pod_seccomp) not in {
+            "RuntimeDefault",
+            "Localhost",
+        }:
+            out.append(f"{where}: no seccomp profile")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{where}: hostPort")
+    return out
+
+
+def test_namespace_enforces_pod_security_restricted(docs: list[Doc]) -> None:
+    ns_labels = one(docs, "Namespace", NAMESPACE)["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert ns_labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+
+
+def test_every_pod_meets_restricted(docs: list[Doc]) -> None:
+    problems = []
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            name = f"{d['kind']}/{d['metadata']['name']}"
+            problems += restricted_violations(name, d["spec"]["template"]["spec"])
+    assert not problems, "\n".join(problems)
+
+
+def test_rabbitmq_pods_meet_restricted_through_the_override(docs: list[Doc]) -> None:
+    """The operator makes containers rabbitmq and setup-container without seccomp, escalation
+    or capability settings; the override (merged by name) supplies them."""
+    override = one(docs, "RabbitmqCluster", "rabbitmq")["spec"]["override"]["statefulSet"]
+    spec = override["spec"]["template"]["spec"]
+    assert {c["name"] for c in spec["containers"]} == {"rabbitmq"}
+    assert {c["name"] for c in spec["initContainers"]} == {"setup-container"}
+    assert restricted_violations("RabbitmqCluster/rabbitmq", spec) == []
+
+
+def test_the_mesh_needs_no_privileged_init_container() -> None:
+    """istio-init needs NET_ADMIN/NET_RAW, which restricted refuses: both installs use the
+    istio-cni node agent instead."""
+    guide = (ROOT / "docs" / "deploy-kubernetes.md").read_text()
+    assert "helm install istio-cni istio/cni" in guide
+    addons = (ROOT / "terraform" / "modules" / "addons" / "main.tf").read_text()
+    assert 'chart      = "cni"' in addons
+    istiod = (ROOT / "terraform" / "modules" / "addons" / "values" / "istiod.yaml").read_text()
+    assert "cni:\n    enabled: true" in istiod
+
+
+def test_broker_tls_comes_from_cert_manager(docs: list[Doc]) -> None:
+    cluster = one(docs, "RabbitmqCluster", "rabbitmq")["spec"]
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in find(docs, "Certificate")}
+    server = certificates[cluster["tls"]["secretName"]]
+    assert f"rabbitmq.{NAMESPACE}.svc" in server["dnsNames"]
+    assert f"*.rabbitmq-nodes.{NAMESPACE}.svc" in server["dnsNames"]
+    assert "server auth" in server["usages"]
+    issuer = one(docs, "Issuer", server["issuerRef"]["name"])["spec"]
+    ca = certificates[issuer["ca"]["secretName"]]
+    assert ca["isCA"] is True
+    assert one(docs, "Issuer", ca["issuerRef"]["name"])["spec"] == {"selfSigned": {}}
+
+
+def test_services_verify_the_broker_with_the_ca_only(docs: list[Doc], tmp_path: Path) -> None:
+    env = one(docs, "ConfigMap", "drama-streaming-env")["data"]
+    ca_file = Path(env["AMQP_CA_FILE"])
+    secret = one(docs, "RabbitmqCluster", "rabbitmq")["spec"]["tls"]["secretName"]
+    for service in SERVICES:
+        deployment = one(docs, "Deployment", service)
+        c = container(deployment)
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(ca_file.parent)]
+        assert mount.get("readOnly") is True
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+        # The CA certificate only: the server's tls.key is not projected into client pods.
+        assert volume["secret"] == {
+            "secretName": secret,
+            "items": [{"key": "ca.crt", "path": ca_file.name}],
+        }
+    created = created_secrets(create_secrets(tmp_path))
+    for service in SERVICES:
+        url = urllib.parse.urlsplit(created[f"{service}-amqp"]["AMQP_URL"])
+        assert (url.scheme, url.port) == ("amqps", 5671), service
+
+
+def test_services_reach_the_broker_on_tls_only(docs: list[Doc]) -> None:
+    policies = find(docs, "NetworkPolicy")
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            to_broker = any(
+                t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                == "rabbitmq"
+                for t in rule.get("to", [])
+            )
+            if to_broker and policy["metadata"]["name"] != "rabbitmq":
+                assert rule["ports"] == [{"protocol": "TCP", "port": 5671}], policy
+    broker = one(docs, "NetworkPolicy", "rabbitmq")["spec"]["ingress"]
+    for rule in broker:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        sources = rule.get("from", [])
+        from_services = {
+            s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            for s in sources
+        } & set(SERVICES)
+        if from_services:
+            assert ports == {5671}, rule
+
+
+def test_compose_speaks_amqp_over_tls_only() -> None:
+    conf = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text().splitlines()
+    settings = dict(line.split(" = ", 1) for line in conf if " = " in line and line[0] != "#")
+    assert settings["listeners.tcp"] == "none"
+    assert settings["listeners.ssl.default"] == "5671"
+    model = compose_config()
+    services = model["services"]
+    tls_dir = next(
+        v for v in services["rabbitmq"]["volumes"] if v["target"] == "/etc/rabbitmq/tls"
+    )
+    assert settings["ssl_options.certfile"].startswith(tls_dir["target"])
+    for service in SERVICES:
+        env = env_file(f"{service}.env")
+        url = urllib.parse.urlsplit(env["AMQP_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("amqps", "rabbitmq", 5671), service
+        (mount,) = [
+            v
+            for v in services[service]["volumes"]
+            if v["target"] == str(Path(env["AMQP_CA_FILE"]).parent)
+        ]
+        assert mount["source"] == tls_dir["source"]
+        assert mount["volume"]["subpath"] == "ca"  # not the broker's key
+        assert mount["read_only"] is True
+        assert "amqp-certs" in services["rabbitmq"]["depends_on"]
+    published = {p["target"] for p in services["rabbitmq"].get("ports", [])}
+    assert not published & {5671, 5672}, "AMQP is for the compose network only"
+
+
+def test_plain_amqp_settings_refuse_a_remote_broker() -> None:
+    """The settings the three services read: plain amqp:// is loopback-only (make run)."""
+    env = Env({"AMQP_URL": "amqp://u:p@rabbitmq.drama-streaming.svc:5672/"})
+    with pytest.raises(ConfigError, match="use amqps://"):
+        WorkerSettings.from_env(env, prefetch=1, metrics_port=9)
