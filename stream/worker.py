@@ -81,7 +81,6 @@ class Procedures:
         presigner = await self.presigner()
         # Signing is local computation (no request to S3): the URLs are valid from now on.
         now = dt.datetime.now(dt.UTC)
-        expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
         with recorded_span(
             self._tracer,
             self._tracer_provider,
@@ -94,6 +93,9 @@ class Procedures:
             },
         ):
             urls = await presigner.urls(keys, now)
+        # Clamped to the signing credentials' expiry (stream/presign.py): true, not promised.
+        ttl_s = presigner.ttl_at(now)
+        expires_at = (now + dt.timedelta(seconds=ttl_s)).isoformat(timespec="seconds")
         return PresignedUrls(
             urls=[
                 PresignedUrl(key=key, url=url, expires_at=expires_at)
