@@ -112,9 +112,9 @@ def strict(schema: Schema, *, preserve: bool = False) -> Schema:
         for name in ("apiVersion", "kind"):
             props.setdefault(name, {"type": "string"})
         props.setdefault("metadata", {"type": "object"})
-    if "nullable" in out:
-        if out.pop("nullable") is True and "type" in out:
-            out["type"] = [out["type"], "null"]
+    nullable = out.pop("nullable", False)
+    if nullable is True and "type" in out:
+        out["type"] = [out["type"], "null"]
     return out
 
 

@@ -5,6 +5,7 @@ test_k8s.py's (kubernetes-validate --strict)."""
 from __future__ import annotations
 
 import copy
+
 import jsonschema
 import pytest
 
@@ -93,5 +94,5 @@ def test_a_custom_kind_without_a_crd_fails() -> None:
         "spec": {},
     }
     assert crds.is_custom(doc)
-    with pytest.raises(crds.MissingCrd, match="no CRD for example.com/v1 Widget"):
+    with pytest.raises(crds.MissingCrd, match=r"no CRD for example\.com/v1 Widget"):
         crds.errors(doc)

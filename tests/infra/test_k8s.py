@@ -22,7 +22,6 @@ import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import cloudcoil.pydantic
 import kubernetes_validate  # type: ignore[import-untyped]
@@ -35,7 +34,6 @@ from tests.infra import crds
 from tests.infra.conftest import (
     K8S,
     NAMESPACE,
-    OVERLAYS,
     ROOT,
     Doc,
     eks_terraform_env,

@@ -28,7 +28,7 @@ ALLOWED_VOLUMES = {
 }
 
 
-def restricted_violations(name: str, spec: Doc) -> list[str]:
+def restricted_violations(name: str, spec: Doc) -> list[str]:  # noqa: PLR0912 - one rule each
     """What the Pod Security "restricted" profile (v1.32) refuses in a pod spec."""
     out = []
     pod = spec.get("securityContext", {})
@@ -52,7 +52,7 @@ def restricted_violations(name: str, spec: Doc) -> list[str]:
             out.append(f"{where}: adds {caps['add']}")
         if sc.get("privileged"):
             out.append(f"{where}: privileged")
-        if not (sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is True):
+        if sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
             out.append(f"{where}: runAsNonRoot not true")
         if sc.get("runAsUser", pod.get("runAsUser")) == 0:
             out.append(f"{where}: runs as root")
@@ -167,9 +167,7 @@ def test_compose_speaks_amqp_over_tls_only() -> None:
     assert settings["listeners.ssl.default"] == "5671"
     model = compose_config()
     services = model["services"]
-    tls_dir = next(
-        v for v in services["rabbitmq"]["volumes"] if v["target"] == "/etc/rabbitmq/tls"
-    )
+    tls_dir = next(v for v in services["rabbitmq"]["volumes"] if v["target"] == "/etc/rabbitmq/tls")
     assert settings["ssl_options.certfile"].startswith(tls_dir["target"])
     for service in SERVICES:
         env = env_file(f"{service}.env")
