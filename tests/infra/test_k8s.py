@@ -674,7 +674,13 @@ def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> 
 
 def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]]) -> None:
     outputs = eks_terraform_env()
-    assert set(outputs) == {"STREAM_SERVICE_ROLE_ARN", "MEDIA_BUCKET", "AWS_REGION", "IMAGE"}
+    assert set(outputs) == {
+        "STREAM_SERVICE_ROLE_ARN",
+        "MEDIA_BUCKET",
+        "AWS_REGION",
+        "IMAGE",
+        "CERTIFICATE_ARN",
+    }
     docs = rendered["eks"]
     sa = one(docs, "ServiceAccount", "stream-service")
     assert (
@@ -704,6 +710,13 @@ def test_eks_alb_fronts_the_istio_gateway(rendered: dict[str, list[Doc]]) -> Non
     assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/healthz/ready"
     assert annotations["alb.ingress.kubernetes.io/healthcheck-port"] == "15021"
     assert ingress["spec"]["defaultBackend"]["service"]["name"] == "istio-ingressgateway"
+    # HTTPS with Terraform's validated ACM certificate; port 80 only redirects to 443.
+    listen = json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"])
+    assert listen == [{"HTTP": 80}, {"HTTPS": 443}]
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    arn = annotations["alb.ingress.kubernetes.io/certificate-arn"]
+    assert arn == eks_terraform_env()["CERTIFICATE_ARN"]
+    assert arn.startswith("arn:aws:acm:")
     assert not find(rendered["local"], "Ingress")
 
 

@@ -234,4 +234,10 @@ def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
     heredoc = outputs.split("<<-EOT", 1)[1].split("EOT", 1)[0]
     expected = re.findall(r"^\s*(\w+)=", heredoc, flags=re.MULTILINE)
     assert written == expected
-    assert expected == ["STREAM_SERVICE_ROLE_ARN", "MEDIA_BUCKET", "AWS_REGION", "IMAGE"]
+    assert expected == [
+        "STREAM_SERVICE_ROLE_ARN",
+        "MEDIA_BUCKET",
+        "AWS_REGION",
+        "IMAGE",
+        "CERTIFICATE_ARN",
+    ]

@@ -72,14 +72,3 @@ module "addons" {
   # The whole cluster module, node group included: the charts wait for their pods to run.
   depends_on = [module.cluster]
 }
-
-module "amazon_mq" {
-  source = "../../modules/amazon-mq"
-  count  = var.amazon_mq_enabled ? 1 : 0
-
-  name                     = "${var.name}-rabbitmq"
-  vpc_id                   = module.network.vpc_id
-  subnet_ids               = module.network.private_subnet_ids
-  client_security_group_id = module.cluster.node_security_group_id
-  tags                     = local.tags
-}

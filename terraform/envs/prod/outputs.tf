@@ -23,24 +23,25 @@ output "ecr_repository_url" {
   value       = aws_ecr_repository.app.repository_url
 }
 
+output "certificate_arn" {
+  description = "The ALB's validated ACM certificate (CERTIFICATE_ARN)."
+  value       = aws_acm_certificate_validation.edge.certificate_arn
+}
+
 output "github_deploy_role_arn" {
   description = "Role for aws-actions/configure-aws-credentials (repository variable AWS_DEPLOY_ROLE_ARN)."
   value       = aws_iam_role.github_deploy.arn
 }
 
-output "amazon_mq_credentials_secret_arn" {
-  description = "Secret with the Amazon MQ AMQP_URL (amqps), when amazon_mq_enabled."
-  value       = one(module.amazon_mq[*].credentials_secret_arn)
-}
-
 # k8s/overlays/eks/terraform.env, exactly: each line is one of the outputs above.
 #   terraform output -raw eks_overlay_env > k8s/overlays/eks/terraform.env
 output "eks_overlay_env" {
-  description = "The eks overlay's terraform.env (STREAM_SERVICE_ROLE_ARN, MEDIA_BUCKET, AWS_REGION, IMAGE)."
+  description = "The eks overlay's terraform.env (STREAM_SERVICE_ROLE_ARN, MEDIA_BUCKET, AWS_REGION, IMAGE, CERTIFICATE_ARN)."
   value       = <<-EOT
     STREAM_SERVICE_ROLE_ARN=${module.irsa_stream.role_arn}
     MEDIA_BUCKET=${module.media_bucket.bucket_name}
     AWS_REGION=${var.region}
     IMAGE=${aws_ecr_repository.app.repository_url}:${var.image_tag}
+    CERTIFICATE_ARN=${aws_acm_certificate_validation.edge.certificate_arn}
     EOT
 }

@@ -75,14 +75,18 @@ variable "deploy_access_policy_arn" {
   default     = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 }
 
-variable "amazon_mq_enabled" {
-  description = "Also create an Amazon MQ for RabbitMQ broker (amqps only) instead of relying on the in-cluster RabbitmqCluster."
-  type        = bool
-  default     = false
-}
-
 variable "tags" {
   description = "Extra tags for every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "domain_name" {
+  description = "Public name of the API (the ALB's HTTPS certificate), e.g. api.example.com."
+  type        = string
+}
+
+variable "hosted_zone_id" {
+  description = "Route 53 hosted zone of domain_name, where the certificate's DNS validation records go."
+  type        = string
 }

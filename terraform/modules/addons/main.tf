@@ -8,7 +8,7 @@ locals {
 }
 
 resource "kubernetes_namespace_v1" "addon" {
-  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "rabbitmq-system"])
+  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "rabbitmq-system", "cert-manager"])
 
   metadata {
     name = each.key
@@ -52,6 +52,22 @@ resource "helm_release" "istio_base" {
   })]
 }
 
+# The CNI node agent redirects the sidecars' traffic: no privileged istio-init container, so the
+# application namespace can enforce Pod Security "restricted" (values/istiod.yaml enables it).
+resource "helm_release" "istio_cni" {
+  name       = "istio-cni"
+  namespace  = kubernetes_namespace_v1.addon[var.istio_namespace].metadata[0].name
+  repository = local.istio_repository
+  chart      = "cni"
+  version    = var.chart_versions.istio
+
+  values = [yamlencode({
+    profile = "default"
+  })]
+
+  depends_on = [helm_release.istio_base]
+}
+
 resource "helm_release" "istiod" {
   name       = "istiod"
   namespace  = kubernetes_namespace_v1.addon[var.istio_namespace].metadata[0].name
@@ -66,7 +82,7 @@ resource "helm_release" "istiod" {
     file("${path.module}/values/istiod-eks.yaml"),
   ]
 
-  depends_on = [helm_release.istio_base]
+  depends_on = [helm_release.istio_base, helm_release.istio_cni]
 }
 
 # The ingress gateway behind the ALB: a ClusterIP Service that the ALB (target type ip) reaches
@@ -112,6 +128,21 @@ resource "helm_release" "keda" {
   repository = "https://kedacore.github.io/charts"
   chart      = "keda"
   version    = var.chart_versions.keda
+}
+
+# cert-manager issues the broker's TLS certificate (k8s/base/rabbitmq/tls.yaml), with its CRDs.
+resource "helm_release" "cert_manager" {
+  name       = "cert-manager"
+  namespace  = kubernetes_namespace_v1.addon["cert-manager"].metadata[0].name
+  repository = "https://charts.jetstack.io"
+  chart      = "cert-manager"
+  version    = var.chart_versions.cert_manager
+
+  values = [yamlencode({
+    crds = {
+      enabled = true
+    }
+  })]
 }
 
 # The RabbitMQ cluster operator and messaging topology operator (k8s/ declares its users and

@@ -56,6 +56,7 @@ variable "chart_versions" {
     kube_prometheus_stack        = string
     keda                         = string
     rabbitmq_cluster_operator    = string
+    cert_manager                 = string
   })
   default = {
     aws_load_balancer_controller = "1.13.4"
@@ -63,5 +64,6 @@ variable "chart_versions" {
     kube_prometheus_stack        = "77.6.2"
     keda                         = "2.17.2"
     rabbitmq_cluster_operator    = "4.4.34"
+    cert_manager                 = "1.19.1" # chart v1.19.1; deploy/kind/versions.env names the same
   }
 }
