@@ -226,42 +226,90 @@ def test_values_files_pass_yamllint() -> None:
 # IRSA for stream-service ---------------------------------------------------------------------
 
 
-def github_subjects() -> set[str]:
+def github_subjects() -> dict[str, set[str]]:
     """The OIDC `sub` each AWS-using job of .github/workflows gets, for repository ${repo}.
 
     A job in an environment gets `environment:<name>`; any other job gets `ref:<its ref>`, and a
     workflow_run-triggered job (release.yml, after ci) runs on the default branch: main.
     """
-    subjects = set()
+    subjects: dict[str, set[str]] = {}
     for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
         workflow = yaml.safe_load(path.read_text())
         on = workflow.get("on", workflow.get(True))
         for job in workflow["jobs"].values():
             if job.get("permissions", {}).get("id-token") != "write" or "steps" not in job:
                 continue
+            roles = [
+                s["with"]["role-to-assume"]
+                for s in job["steps"]
+                if s.get("uses", "").startswith("aws-actions/configure-aws-credentials")
+            ]
             if "environment" in job:
-                subjects.add(f"repo:${{repo}}:environment:{job['environment']}")
+                subject = f"repo:${{repo}}:environment:{job['environment']}"
             else:
                 # a ref-trusted job runs only on main, after ci
                 assert set(on) == {"workflow_run"}, path.name
                 assert on["workflow_run"]["branches"] == ["main"], path.name
-                subjects.add("repo:${repo}:ref:refs/heads/main")
+                subject = "repo:${repo}:ref:refs/heads/main"
+            for role in roles:
+                subjects.setdefault(role, set()).add(subject)
     return subjects
 
 
-def test_github_deploy_role_trusts_exactly_the_subjects_the_workflows_get() -> None:
-    """release.yml (workflow_run after ci: main's ref) and deploy.yml (the production
-    environment) must be able to assume the role, and nothing else: no wildcard, no other ref."""
-    (statement,) = policy_statements(PROD, "github_trust")
+def trusted_subjects(trust: str) -> set[str]:
+    (statement,) = policy_statements(PROD, trust)
     by_key = conditions(statement)
     assert set(by_key) == {"sub", "aud"}
     assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
     assert by_key["sub"]["test"] == "StringEquals"
-    trusted = {
+    return {
         resolve(value.replace("${var.github_repository}", "${repo}"), PROD)
         for value in by_key["sub"]["values"]
     }
-    assert trusted == github_subjects()
+
+
+def test_github_roles_are_split_and_trust_exactly_the_subjects_the_workflows_get() -> None:
+    """The push role: main's ref only (release.yml, workflow_run after ci). The deploy role: the
+    production environment only (deploy.yml's job). No wildcard, no other ref, no role both."""
+    subjects = github_subjects()
+    assert subjects == {
+        "${{ vars.AWS_PUSH_ROLE_ARN }}": {"repo:${repo}:ref:refs/heads/main"},
+        "${{ vars.AWS_DEPLOY_ROLE_ARN }}": {"repo:${repo}:environment:production"},
+    }
+    assert trusted_subjects("github_push_trust") == subjects["${{ vars.AWS_PUSH_ROLE_ARN }}"]
+    assert trusted_subjects("github_deploy_trust") == subjects["${{ vars.AWS_DEPLOY_ROLE_ARN }}"]
+    text = (PROD / "github.tf").read_text()
+    push = text.split('data "aws_iam_policy_document" "github_push" {', 1)[1].split("\n}\n")[0]
+    deploy = text.split('data "aws_iam_policy_document" "github_deploy" {', 1)[1]
+    deploy = deploy.split("\n}\n")[0]
+    assert "ecr:PutImage" in push
+    assert "eks:" not in push
+    assert "ecr:PutImage" not in deploy
+    assert "ecr:GetAuthorizationToken" not in deploy
+    assert "principal_arn = aws_iam_role.github_deploy.arn" in text
+    assert "aws_iam_role.github_push.arn\n  type" not in text  # no cluster access for push
+
+
+def test_production_environment_and_its_reviewers_are_terraform_managed() -> None:
+    doc = load(PROD)
+    env = block(doc, "resource", "github_repository_environment", "production")
+    assert env["environment"] == "${var.github_environment}"
+    assert env["prevent_self_review"] is True
+    (reviewers,) = env["reviewers"]
+    assert reviewers["users"] == "${var.production_reviewer_user_ids}"
+    assert reviewers["teams"] == "${var.production_reviewer_team_ids}"
+    (branches,) = env["deployment_branch_policy"]
+    assert branches == {"protected_branches": False, "custom_branch_policies": True}
+    policy = block(
+        doc, "resource", "github_repository_environment_deployment_policy", "production_main"
+    )
+    assert policy["branch_pattern"] == "main"
+    assert variable_default(PROD, "github_environment") == "production"
+    variables = (PROD / "variables.tf").read_text()
+    assert (
+        "length(var.production_reviewer_team_ids) + length(var.production_reviewer_user_ids) > 0"
+        in variables
+    )
 
 
 def test_irsa_trust_subject_is_the_rendered_stream_service_account() -> None:

@@ -148,7 +148,8 @@ def test_aws_access_is_github_oidc_only(name: str) -> None:
     (configure,) = [
         s for s in steps(doc) if s.get("uses", "").startswith("aws-actions/configure-aws-cred")
     ]
-    assert configure["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    role = {"release.yml": "AWS_PUSH_ROLE_ARN", "deploy.yml": "AWS_DEPLOY_ROLE_ARN"}[name]
+    assert configure["with"]["role-to-assume"] == f"${{{{ vars.{role} }}}}"
 
 
 def test_release_builds_only_what_ci_passed_on_main() -> None:

@@ -28,8 +28,13 @@ output "certificate_arn" {
   value       = aws_acm_certificate_validation.edge.certificate_arn
 }
 
+output "github_push_role_arn" {
+  description = "Role release.yml pushes the image with (repository variable AWS_PUSH_ROLE_ARN, set by Terraform)."
+  value       = aws_iam_role.github_push.arn
+}
+
 output "github_deploy_role_arn" {
-  description = "Role for aws-actions/configure-aws-credentials (repository variable AWS_DEPLOY_ROLE_ARN)."
+  description = "Role deploy.yml deploys with (production environment variable AWS_DEPLOY_ROLE_ARN, set by Terraform)."
   value       = aws_iam_role.github_deploy.arn
 }
 

@@ -30,3 +30,9 @@ provider "kubernetes" {
     args        = ["eks", "get-token", "--cluster-name", module.cluster.cluster_name, "--region", var.region]
   }
 }
+
+# The repository's production environment and Actions variables (github.tf). Authenticates with
+# GITHUB_TOKEN from the environment (a token with admin rights on the repository).
+provider "github" {
+  owner = local.github_owner
+}

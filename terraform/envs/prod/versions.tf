@@ -14,6 +14,10 @@ terraform {
       source  = "hashicorp/kubernetes"
       version = "~> 2.38"
     }
+    github = {
+      source  = "integrations/github"
+      version = "~> 6.6"
+    }
     random = {
       source  = "hashicorp/random"
       version = "~> 3.6"
