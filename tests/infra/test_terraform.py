@@ -506,7 +506,8 @@ def test_helm_releases_have_pinned_chart_versions() -> None:
         "istio_ingressgateway",
         "kube_prometheus_stack",
         "keda",
-        "rabbitmq_cluster_operator",
+        "istio_cni",
+        "cert_manager",
     }
     for name, release in releases.items():
         match = re.fullmatch(r"\$\{var\.chart_versions\.(\w+)\}", release["version"])
@@ -605,24 +606,41 @@ def test_grafana_reads_jaeger_and_files_the_dashboards_in_their_folder() -> None
         assert dashboards["folderAnnotation"] in configmap["metadata"]["annotations"]
 
 
-def test_both_rabbitmq_operators_come_without_cert_manager() -> None:
-    """The overlay's User/Permission objects need the topology operator; its webhook certificate
-    comes from the chart (no cert-manager is installed), and the broker image is compose's."""
+def test_rabbitmq_operators_are_the_upstream_releases_not_bitnamilegacy() -> None:
+    """The overlay's User/Permission objects need the topology operator: both operators come
+    from the upstream release manifests at the versions the kind script installs and whose CRDs
+    test_crds.py validates against; nothing deploys a frozen bitnamilegacy image."""
     kinds = {d["kind"] for d in rendered_eks_overlay()}
     assert {"RabbitmqCluster", "User", "Permission"} <= kinds
-    release = blocks(load(ADDONS), "resource", "helm_release")["rabbitmq_cluster_operator"]
-    assert release["chart"] == "rabbitmq-cluster-operator"
-    values = release_values("rabbitmq_cluster_operator")
-    assert values["msgTopologyOperator"]["enabled"] is True
-    assert values["useCertManager"] is False
-    assert not values["msgTopologyOperator"].get("existingWebhookCertSecret")
-
-    image = values["rabbitmqImage"]
+    doc = load(ADDONS)
+    manifests = blocks(doc, "resource", "kubectl_manifest")
+    assert set(manifests) == {"rabbitmq_cluster_operator", "rabbitmq_topology_operator"}
+    assert "${helm_release.cert_manager}" in manifests["rabbitmq_topology_operator"]["depends_on"]
+    versions = variable_default(ADDONS, "rabbitmq_operator_versions")
+    kind_env = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy" / "kind" / "versions.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert versions == {
+        "cluster": kind_env["RABBITMQ_CLUSTER_OPERATOR_VERSION"],
+        "topology": kind_env["RABBITMQ_TOPOLOGY_OPERATOR_VERSION"],
+    }
+    crds = (ROOT.parent / "shared" / "crds" / "README.md").read_text()
+    assert f"cluster-operator `config/crd/bases/` | {versions['cluster']} " in crds
+    assert f"messaging-topology-operator `config/crd/bases/` | {versions['topology']} " in crds
+    text = (ADDONS / "main.tf").read_text()
+    assert "github.com/rabbitmq/cluster-operator/releases/download/" in text
+    assert (
+        "bitnami" not in text.split("# The RabbitMQ cluster operator", 1)[1].split("locals", 1)[1]
+    )
+    for path in [*TERRAFORM.rglob("*.tf"), *TERRAFORM.rglob("*.yaml"), *(ROOT / "k8s").rglob("*")]:
+        if path.is_file():
+            assert "bitnamilegacy" not in path.read_text(), path
+    # The broker image is the cluster's own choice, compose's official image.
     cluster = rendered("RabbitmqCluster", "rabbitmq")
-    assert "image" not in cluster["spec"], "the cluster names its own image: drop rabbitmqImage"
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    repository = image["repository"].removeprefix("library/")
-    assert f"{repository}:{image['tag']}" == compose["services"]["rabbitmq"]["image"]
+    assert cluster["spec"]["image"] == compose["services"]["rabbitmq"]["image"]
 
 
 def test_nodes_fit_one_broker_each() -> None:
@@ -712,7 +730,8 @@ def test_addon_names_are_the_ones_the_overlay_uses() -> None:
         for peer in rule.get("from", []) + rule.get("to", [])
         if "namespaceSelector" in peer
     }
-    assert selected - {"kube-system"} <= namespaces
+    # rabbitmq-system is the upstream operators' manifest's own namespace (kubectl_manifest).
+    assert selected - {"kube-system", "rabbitmq-system"} <= namespaces
     assert {"istio-ingress", "istio-system", "monitoring", "keda", "rabbitmq-system"} <= selected
 
     ingress = rendered("Ingress", "drama-streaming")

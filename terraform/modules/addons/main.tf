@@ -8,7 +8,7 @@ locals {
 }
 
 resource "kubernetes_namespace_v1" "addon" {
-  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "rabbitmq-system", "cert-manager"])
+  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "cert-manager"])
 
   metadata {
     name = each.key
@@ -146,17 +146,55 @@ resource "helm_release" "cert_manager" {
 }
 
 # The RabbitMQ cluster operator and messaging topology operator (k8s/ declares its users and
-# permissions as topology CRs): values/rabbitmq-cluster-operator.yaml says which chart and why.
-resource "helm_release" "rabbitmq_cluster_operator" {
-  name       = "rabbitmq-cluster-operator"
-  namespace  = kubernetes_namespace_v1.addon["rabbitmq-system"].metadata[0].name
-  repository = "oci://registry-1.docker.io/bitnamicharts"
-  chart      = "rabbitmq-cluster-operator"
-  version    = var.chart_versions.rabbitmq_cluster_operator
+# permissions as topology CRs), from the upstream projects' own release manifests and images
+# (rabbitmqoperator/*), at the versions of the CRDs tests/infra/test_crds.py validates against;
+# not Bitnami's chart, whose free images are frozen since 2025. Upstream ships
+# no Helm chart: the manifests are applied document by document, server-side. The topology
+# operator's webhook certificate comes from cert-manager (installed above).
+locals {
+  rabbitmq_operator_manifests = {
+    cluster  = "https://github.com/rabbitmq/cluster-operator/releases/download/${var.rabbitmq_operator_versions.cluster}/cluster-operator.yml"
+    topology = "https://github.com/rabbitmq/messaging-topology-operator/releases/download/${var.rabbitmq_operator_versions.topology}/messaging-topology-operator-with-certmanager.yaml"
+  }
+}
 
-  values = [file("${path.module}/values/rabbitmq-cluster-operator.yaml")]
+data "http" "rabbitmq_operator" {
+  for_each = local.rabbitmq_operator_manifests
+
+  url = each.value
+
+  lifecycle {
+    postcondition {
+      condition     = self.status_code == 200
+      error_message = "could not download ${each.value}"
+    }
+  }
+}
+
+data "kubectl_file_documents" "rabbitmq_operator" {
+  for_each = data.http.rabbitmq_operator
+
+  content = each.value.response_body
+}
+
+resource "kubectl_manifest" "rabbitmq_cluster_operator" {
+  for_each = data.kubectl_file_documents.rabbitmq_operator["cluster"].manifests
+
+  yaml_body         = each.value
+  server_side_apply = true
+  wait              = true
 
   depends_on = [helm_release.kube_prometheus_stack]
+}
+
+resource "kubectl_manifest" "rabbitmq_topology_operator" {
+  for_each = data.kubectl_file_documents.rabbitmq_operator["topology"].manifests
+
+  yaml_body         = each.value
+  server_side_apply = true
+  wait              = true
+
+  depends_on = [helm_release.cert_manager, kubectl_manifest.rabbitmq_cluster_operator]
 }
 
 # The default StorageClass: encrypted gp3 volumes from the EBS CSI driver (the cluster's add-on).

@@ -55,7 +55,6 @@ variable "chart_versions" {
     istio                        = string
     kube_prometheus_stack        = string
     keda                         = string
-    rabbitmq_cluster_operator    = string
     cert_manager                 = string
   })
   default = {
@@ -63,7 +62,18 @@ variable "chart_versions" {
     istio                        = "1.27.1"
     kube_prometheus_stack        = "77.6.2"
     keda                         = "2.17.2"
-    rabbitmq_cluster_operator    = "4.4.34"
     cert_manager                 = "1.19.1" # chart v1.19.1; deploy/kind/versions.env names the same
+  }
+}
+
+variable "rabbitmq_operator_versions" {
+  description = "Upstream release tags of the RabbitMQ operators (deploy/kind/versions.env names the same; ../shared/crds holds their CRDs)."
+  type = object({
+    cluster  = string
+    topology = string
+  })
+  default = {
+    cluster  = "v2.22.3"
+    topology = "v1.20.1"
   }
 }
