@@ -634,7 +634,7 @@ def test_monitors_scrape_every_job_the_rules_use(docs: list[Doc]) -> None:
     assert jobs["rabbitmq-queues"]["params"] == families["params"]
 
 
-def test_jaeger_is_v2_with_otlp_and_ui(docs: list[Doc]) -> None:
+def test_jaeger_is_v2_with_otlp_and_ui(docs: list[Doc], overlay: str) -> None:
     jaeger = one(docs, "Deployment", "jaeger")
     assert container(jaeger)["image"].startswith("jaegertracing/jaeger:2.")
     ports = {p["port"] for p in one(docs, "Service", "jaeger")["spec"]["ports"]}
@@ -643,7 +643,26 @@ def test_jaeger_is_v2_with_otlp_and_ui(docs: list[Doc]) -> None:
     configmap = one(docs, "ConfigMap", volume["configMap"]["name"])
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
-    assert "memory" in config["extensions"]["jaeger_storage"]["backends"]["memstore"]
+    backends = config["extensions"]["jaeger_storage"]["backends"]
+    (store,) = backends
+    assert config["extensions"]["jaeger_query"]["storage"]["traces"] == store
+    assert config["exporters"]["jaeger_storage_exporter"]["trace_storage"] == store
+    if overlay == "local":  # a laptop: memory, lost on restart
+        assert "memory" in backends[store]
+        return
+    # EKS: Badger on a persistent volume, 72 hours of retention.
+    badger = backends[store]["badger"]
+    assert badger["ephemeral"] is False
+    assert badger["ttl"]["spans"] == "72h"
+    spec = jaeger["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(jaeger)["volumeMounts"] if m["mountPath"] == "/badger"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    claim = one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    for directory in badger["directories"].values():
+        assert directory.startswith("/badger/")
+    assert jaeger["spec"]["strategy"]["type"] == "Recreate"  # one writer at a time
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
 
 
 def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> None:
