@@ -445,7 +445,14 @@ def secret_refs(docs: list[Doc]) -> set[tuple[str, str]]:
         refs |= {(secret, "username"), (secret, "password")}
     for auth in find(docs, "TriggerAuthentication"):
         refs |= {(r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
-    return refs
+    # Secrets the Secrets Store CSI driver syncs from Secrets Manager (eks: RDS), not the script's.
+    synced = {
+        (o["secretName"], d["key"])
+        for spc in find(docs, "SecretProviderClass")
+        for o in spc["spec"]["secretObjects"]
+        for d in o["data"]
+    }
+    return refs - synced
 
 
 def create_secrets(
@@ -699,6 +706,14 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
         "AWS_REGION",
         "IMAGE",
         "CERTIFICATE_ARN",
+        "DB_HOST",
+        "DB_MASTER_SECRET_ARN",
+        "DRAMA_DB_SECRET_ARN",
+        "EPISODE_DB_SECRET_ARN",
+        "DRAMA_SERVICE_ROLE_ARN",
+        "EPISODE_SERVICE_ROLE_ARN",
+        "SEED_ROLE_ARN",
+        "VPC_CIDR",
     }
     docs = rendered["eks"]
     sa = one(docs, "ServiceAccount", "stream-service")
@@ -709,8 +724,11 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
     for service in SERVICES:
         assert container(one(docs, "Deployment", service))["image"] == outputs["IMAGE"]
     seed = one(docs, "Job", "seed")["spec"]["template"]["spec"]
+    postgres = one(rendered["local"], "StatefulSet", "postgres")
     for c in seed["initContainers"] + seed["containers"]:
-        assert c["image"] == outputs["IMAGE"], c["name"]
+        # db-init runs psql against RDS: the PostgreSQL image the local overlay runs.
+        expected = container(postgres)["image"] if c["name"] == "db-init" else outputs["IMAGE"]
+        assert c["image"] == expected, c["name"]
     stream = container(one(docs, "Deployment", "stream-service"))
     assert env_value(stream, "MEDIA_BUCKET") == outputs["MEDIA_BUCKET"]
     assert env_value(stream, "AWS_REGION") == outputs["AWS_REGION"]

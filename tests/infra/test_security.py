@@ -10,10 +10,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from broker import ConfigError, Env, WorkerSettings
 from tests.infra.compose_files import compose_config, env_file
-from tests.infra.conftest import NAMESPACE, ROOT, Doc
+from tests.infra.conftest import NAMESPACE, ROOT, Doc, eks_terraform_env
 from tests.infra.test_k8s import SERVICES, container, create_secrets, created_secrets, find, one
 
 ALLOWED_VOLUMES = {
@@ -191,3 +192,47 @@ def test_plain_amqp_settings_refuse_a_remote_broker() -> None:
     env = Env({"AMQP_URL": "amqp://u:p@rabbitmq.drama-streaming.svc:5672/"})
     with pytest.raises(ConfigError, match="use amqps://"):
         WorkerSettings.from_env(env, prefetch=1, metrics_port=9)
+
+
+def test_eks_reads_database_urls_from_rds_secrets(rendered: dict[str, list[Doc]]) -> None:
+    """On EKS no PostgreSQL runs in the cluster; each service mounts its own SecretProviderClass
+    (the mount makes the driver sync the Secret its DATABASE_URL names) and runs as the
+    ServiceAccount whose IRSA role may read that secret; the seed creates roles and databases."""
+    eks = rendered["eks"]
+    assert not [d for d in eks if d["metadata"]["name"] == "postgres" and d["kind"] != "ConfigMap"]
+    assert find(rendered["local"], "StatefulSet")  # the local overlay keeps its PostgreSQL
+    env = eks_terraform_env()
+    classes = {c["metadata"]["name"]: c["spec"] for c in find(eks, "SecretProviderClass")}
+    for service, arn_key in (
+        ("drama-service", "DRAMA_DB_SECRET_ARN"),
+        ("episode-service", "EPISODE_DB_SECRET_ARN"),
+    ):
+        deployment = one(eks, "Deployment", service)
+        spec = deployment["spec"]["template"]["spec"]
+        (csi,) = [v["csi"] for v in spec["volumes"] if "csi" in v]
+        spc = classes[csi["volumeAttributes"]["secretProviderClass"]]
+        assert spc["provider"] == "aws"
+        (obj,) = yaml.safe_load(spc["parameters"]["objects"])
+        assert obj["objectName"] == env[arn_key]
+        ref = next(e for e in container(deployment)["env"] if e["name"] == "DATABASE_URL")
+        ref = ref["valueFrom"]["secretKeyRef"]
+        (synced,) = spc["secretObjects"]
+        assert synced["secretName"] == ref["name"]
+        assert ref["key"] in {d["key"] for d in synced["data"]}
+        sa = one(eks, "ServiceAccount", spec["serviceAccountName"])
+        role = env[f"{service.split('-')[0].upper()}_SERVICE_ROLE_ARN"]
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
+    seed = one(eks, "Job", "seed")["spec"]["template"]["spec"]
+    assert seed["initContainers"][0]["name"] == "db-init"
+    seed_objects = yaml.safe_load(classes["seed-db"]["parameters"]["objects"])
+    assert [o["objectName"] for o in seed_objects] == [
+        env["DB_MASTER_SECRET_ARN"],
+        env["DRAMA_DB_SECRET_ARN"],
+        env["EPISODE_DB_SECRET_ARN"],
+    ]
+    sa = one(eks, "ServiceAccount", "seed")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == env["SEED_ROLE_ARN"]
+    for name in ("drama-service", "episode-service", "seed"):
+        egress = one(eks, "NetworkPolicy", name)["spec"]["egress"]
+        to_db = [r for r in egress if r["ports"] == [{"protocol": "TCP", "port": 5432}]]
+        assert [r["to"] for r in to_db] == [[{"ipBlock": {"cidr": env["VPC_CIDR"]}}]], name

@@ -45,6 +45,14 @@ OVERLAY_ENV_OUTPUTS = {
     "AWS_REGION": "region",
     "IMAGE": "ecr_repository_url",
     "CERTIFICATE_ARN": "certificate_arn",
+    "DB_HOST": "db_host",
+    "DB_MASTER_SECRET_ARN": "db_master_secret_arn",
+    "DRAMA_DB_SECRET_ARN": "drama_db_secret_arn",
+    "EPISODE_DB_SECRET_ARN": "episode_db_secret_arn",
+    "DRAMA_SERVICE_ROLE_ARN": "drama_service_role_arn",
+    "EPISODE_SERVICE_ROLE_ARN": "episode_service_role_arn",
+    "SEED_ROLE_ARN": "seed_role_arn",
+    "VPC_CIDR": "vpc_cidr",
 }
 
 Doc = dict[str, Any]
@@ -818,3 +826,56 @@ def test_alb_certificate_is_dns_validated_for_the_domain_variable() -> None:
     assert 'resource "aws_acm_certificate_validation" "edge"' in text
     outputs = (PROD / "outputs.tf").read_text()
     assert "CERTIFICATE_ARN=${aws_acm_certificate_validation.edge.certificate_arn}" in outputs
+
+
+def test_rds_is_multi_az_encrypted_backed_up_private_and_tls_only() -> None:
+    doc = load(MODULES / "database")
+    db = block(doc, "resource", "aws_db_instance", "db")
+    assert db["engine"] == "postgres"
+    assert db["multi_az"] is True
+    assert db["storage_encrypted"] is True
+    assert db["kms_key_id"] == "${aws_kms_key.db.arn}"
+    assert db["publicly_accessible"] is False
+    assert db["deletion_protection"] is True
+    assert db["skip_final_snapshot"] is False
+    assert db["manage_master_user_password"] is True  # the master password never in state
+    assert variable_default(MODULES / "database", "backup_retention_days") >= 7
+    assert db["backup_retention_period"] == "${var.backup_retention_days}"
+    params = block(doc, "resource", "aws_db_parameter_group", "db")["parameter"]
+    assert {"name": "rds.force_ssl", "value": "1"} in params
+    assert block(doc, "resource", "aws_kms_key", "db")["enable_key_rotation"] is True
+    ingress = block(doc, "resource", "aws_vpc_security_group_ingress_rule", "db_from_nodes")
+    assert (ingress["from_port"], ingress["to_port"]) == (5432, 5432)
+    assert ingress["referenced_security_group_id"] == "${var.client_security_group_id}"
+    secret = block(doc, "resource", "aws_secretsmanager_secret_version", "service")
+    assert "?ssl=require" in secret["secret_string"]
+    call = module_call("database")
+    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
+    assert call["client_security_group_id"] == "${module.cluster.node_security_group_id}"
+
+
+def test_database_readers_are_pinned_irsa_roles_reading_only_their_secrets() -> None:
+    """drama-service and episode-service read their own secret only; the seed Job reads the
+    master secret and both; each trust is pinned on :sub (its ServiceAccount) and :aud."""
+    (trust,) = policy_statements(MODULES / "irsa-secrets", "trust")
+    by_key = conditions(trust)
+    assert set(by_key) == {"sub", "aud"}
+    assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
+    assert by_key["sub"]["values"] == [
+        "system:serviceaccount:${var.namespace}:${var.service_account}"
+    ]
+    statements = policy_statements(MODULES / "irsa-secrets", "read_secrets")
+    assert statements[0]["actions"] == [
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    ]
+    assert statements[0]["resources"] == "${var.secret_arns}"
+    main = (PROD / "main.tf").read_text()
+    readers = main.split("db_readers = {", 1)[1].split("\n  }\n", 1)[0]
+    assert 'drama-service   = [module.database.service_secret_arns["drama-service"]]' in readers
+    assert 'episode-service = [module.database.service_secret_arns["episode-service"]]' in readers
+    assert "module.database.master_secret_arn" in readers.split("seed = [", 1)[1]
+    assert readers.count("master_secret_arn") == 1
+    eks = rendered_eks_overlay()
+    accounts = {d["metadata"]["name"] for d in eks if d["kind"] == "ServiceAccount"}
+    assert {"drama-service", "episode-service", "seed"} <= accounts

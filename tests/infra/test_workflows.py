@@ -241,4 +241,12 @@ def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
         "AWS_REGION",
         "IMAGE",
         "CERTIFICATE_ARN",
+        "DB_HOST",
+        "DB_MASTER_SECRET_ARN",
+        "DRAMA_DB_SECRET_ARN",
+        "EPISODE_DB_SECRET_ARN",
+        "DRAMA_SERVICE_ROLE_ARN",
+        "EPISODE_SERVICE_ROLE_ARN",
+        "SEED_ROLE_ARN",
+        "VPC_CIDR",
     ]

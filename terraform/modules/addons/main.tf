@@ -130,6 +130,27 @@ resource "helm_release" "keda" {
   version    = var.chart_versions.keda
 }
 
+# The Secrets Store CSI driver with its AWS provider (the chart carries the driver): the pods of
+# drama-service, episode-service and the seed Job read their RDS secrets from Secrets Manager
+# with their own IRSA roles (k8s/overlays/eks/database.yaml); syncSecret makes the Kubernetes
+# Secrets their DATABASE_URL names.
+resource "helm_release" "secrets_store_csi_provider_aws" {
+  name       = "secrets-store-csi-provider-aws"
+  namespace  = var.csi_namespace
+  repository = "https://aws.github.io/secrets-store-csi-driver-provider-aws"
+  chart      = "secrets-store-csi-driver-provider-aws"
+  version    = var.chart_versions.secrets_store_csi_provider_aws
+
+  values = [yamlencode({
+    secrets-store-csi-driver = {
+      install = true
+      syncSecret = {
+        enabled = true
+      }
+    }
+  })]
+}
+
 # cert-manager issues the broker's TLS certificate (k8s/base/rabbitmq/tls.yaml), with its CRDs.
 resource "helm_release" "cert_manager" {
   name       = "cert-manager"
