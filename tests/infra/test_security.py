@@ -236,3 +236,33 @@ def test_eks_reads_database_urls_from_rds_secrets(rendered: dict[str, list[Doc]]
         egress = one(eks, "NetworkPolicy", name)["spec"]["egress"]
         to_db = [r for r in egress if r["ports"] == [{"protocol": "TCP", "port": 5432}]]
         assert [r["to"] for r in to_db] == [[{"ipBlock": {"cidr": env["VPC_CIDR"]}}]], name
+
+
+OFFICIAL_DIGESTS = {
+    # docker-library/repo-info: repos/rabbitmq/remote/4.1.8-management.md (commit 0639f311),
+    # repos/postgres/remote/17.11-bookworm.md (commit 0b63eeca): the tags' multi-platform index.
+    "rabbitmq:4.1.8-management": (
+        "sha256:72914305cde66172bd85bc7cbede1edbbd16e5f1076af8b0d9afd3727c1e7980"
+    ),
+    "postgres:17.11-bookworm": (
+        "sha256:639ab7ceb90e13123085b741fb31ef493fba25463002f6da665352e7b534b652"
+    ),
+}
+
+
+def test_broker_and_database_images_are_pinned_by_digest(rendered: dict[str, list[Doc]]) -> None:
+    """The same official image, by the same digest, in compose, both overlays and CI."""
+    pinned = {f"{tag}@{digest}" for tag, digest in OFFICIAL_DIGESTS.items()}
+    images = {s["image"] for s in compose_config().get("services", {}).values() if "image" in s}
+    for docs in rendered.values():
+        images.add(one(docs, "RabbitmqCluster", "rabbitmq")["spec"]["image"])
+        for d in docs:
+            if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+                spec = d["spec"]["template"]["spec"]
+                images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    images |= {s["image"] for s in ci["jobs"]["test"]["services"].values()}
+    for image in images:
+        if image.split(":")[0] in {"rabbitmq", "postgres"}:
+            assert image in pinned, image
+    assert pinned <= images
