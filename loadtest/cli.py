@@ -33,6 +33,12 @@ def plain(text: str) -> str:
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option's help; the description keeps its own line breaks."""
 
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # No "(default: None)", nor a second default where the help says what it is.
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (not usage, then the error), exit 2."""

@@ -1,0 +1,1 @@
+"""The tools a person touches: service --help, loadtest option checking, run selection."""
