@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     except msgspec.ValidationError as exc:
         print(f"fault: {exc}", file=sys.stderr)
         return 2
+    # aiormq logs a failed connect at length; the one line below says it.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         acks = asyncio.run(
             send_fault_rule(
