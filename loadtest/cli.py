@@ -35,7 +35,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         # No "(default: None)", nor a second default where the help says what it is.
-        if action.default is None or "(default" in (action.help or ""):
+        if action.default in (None, False, []) or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
