@@ -278,6 +278,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (a bad one exits 2 with one line); ``window``: since, until."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.input and not args.jaeger:
+        parser.error("give --input FILE (repeatable) or --jaeger URL")
+    if args.jaeger and not args.service:
+        parser.error("argument --jaeger: needs --service (Jaeger searches one service at a time)")
+    if args.baseline and args.baseline == args.run:
+        parser.error("argument --baseline: names the same run as --run")
+    args.window = _window(parser, args)
+    return args
+
+
 @dataclass(frozen=True)
 class _Selection:
     """What the command line chose, and what it found on the way."""
@@ -370,15 +384,8 @@ def _select(args: argparse.Namespace, traces: list[Trace], window: Any) -> _Sele
 def main(argv: list[str] | None = None) -> int:
     from loadtest import runs  # noqa: PLC0415 - runs builds on this module's Report
 
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.input and not args.jaeger:
-        parser.error("give --input FILE (repeatable) or --jaeger URL")
-    if args.jaeger and not args.service:
-        parser.error("argument --jaeger: needs --service (Jaeger searches one service at a time)")
-    if args.baseline and args.baseline == args.run:
-        parser.error("argument --baseline: names the same run as --run")
-    window = _window(parser, args)
+    args = parse(argv)
+    window = args.window
     try:
         traces = _settled(args, _load(args))
     except (OSError, TraceFormatError, ValueError, aiohttp.ClientError) as error:

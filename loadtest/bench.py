@@ -618,7 +618,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (exit 2 on a bad one)."""
     parser = cli.Parser("python -m loadtest bench", __doc__)
     add = parser.add_argument
     add("--rounds", type=cli.integer(1, 1000), default=12, help="rounds of every variant")
@@ -668,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --instances must be 1 or more")
     if args.instances * len(args.variants) > MAX_STACKS:  # their ports run into the others'
         parser.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     (args.json.parent / "bench").mkdir(parents=True, exist_ok=True)
     if not (args.reference / "http_app.py").exists():
         print(

@@ -162,7 +162,7 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest compare", __doc__)
     rate = cli.number(0, 10_000, low_open=True)
     parser.add_argument(
@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", type=cli.new_file, default=Path(".run/compare.json"), help="the result"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     (args.json.parent / "compare").mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(compare(args))

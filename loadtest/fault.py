@@ -28,7 +28,7 @@ from . import cli
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest fault", __doc__)
     parser.add_argument(
         "--amqp-url",
@@ -73,13 +73,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=2.0,
         help="seconds to wait for answers",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    args = parser().parse_args(argv)
     args.amqp_url = args.amqp_url or os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except SystemExit as exc:  # a bad option (said on stderr), or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         fields = {
             "queue": args.queue,

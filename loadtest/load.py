@@ -368,10 +368,16 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked: a bad one exits 2 with one line."""
     p = parser()
     args = p.parse_args(argv)
     _check(p, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     args.run_id = args.run_id or uuid.uuid4().hex[:12]
     try:
         result = asyncio.run(run(args))

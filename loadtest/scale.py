@@ -152,14 +152,18 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest scale", __doc__)
     add = parser.add_argument
     add("--seconds", type=cli.integer(1, 3600), default=5, help="each wrk run")
     add("--requests", type=cli.integer(1000, 10_000_000), default=100_000, help="memory check")
     add("--http-port", type=cli.integer(1024, 65000), default=8680, help="first of the ports used")
     add("--json", type=cli.new_file, default=Path(".run/scale.json"), help="the result")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     (args.json.parent / "scale").mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(scale(args))

@@ -291,7 +291,7 @@ async def serve(
     await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest sink", __doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=cli.PORT, default=4318, help="port to listen on")
@@ -310,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         default=5,
         help="with --out: rotated files kept (FILE.1 newest); older ones are deleted",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     max_bytes = int(args.max_mb * 1024 * 1024)
     try:
         asyncio.run(serve(args.host, args.port, args.out, max_bytes, args.backups))

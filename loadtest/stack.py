@@ -389,7 +389,7 @@ def _preflight(config: StackConfig) -> list[str]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest.stack", __doc__)
     add = parser.add_argument
     add("--http-port", type=cli.PORT, default=8080, help="drama-service's port")
@@ -411,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         help="without OTEL_EXPORTER_OTLP_ENDPOINT, keep the spans with an OTLP sink on this "
         "port in WORKDIR/spans.jsonl (0: do not export spans)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     config = StackConfig(
         amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
         http_port=args.http_port,
