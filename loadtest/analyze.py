@@ -233,8 +233,8 @@ def _parser() -> argparse.ArgumentParser:
         type=cli.number(0, 120),
         default=6.0,
         metavar="SECONDS",
-        help="if traces look incomplete and the newest span ended less than this long ago, wait "
-        "until it has and read again (the services export spans every 5 s); 0: never wait",
+        help="with --input: if the newest span ended less than this long ago, wait until it has "
+        "and read again, for the spans still being exported (every 5 s by default); 0: never",
     )
     chosen = parser.add_argument_group("which traces")
     chosen.add_argument("--service", type=cli.name, help="traces with a span of this service")
@@ -334,18 +334,21 @@ def _load(args: argparse.Namespace) -> list[Trace]:
 
 
 def _settled(args: argparse.Namespace, traces: list[Trace]) -> list[Trace]:
-    """Read again once the newest spans are ``--flush-wait`` old, if some traces lack spans."""
+    """Read the files again once their newest span is ``--flush-wait`` old: the services export
+    spans in batches (every 5 s by default), so a trace that just ended may be in none yet, or
+    in part."""
     from loadtest import runs  # noqa: PLC0415 - runs builds on this module's Report
 
-    if not args.flush_wait or not any(runs.incomplete(trace) for trace in traces):
+    if not args.flush_wait or not args.input:
         return traces
     age = time.time() - runs.newest_end_us(traces) / 1e6
     if age >= args.flush_wait:
         return traces
     print(
-        f"analyze: some traces look incomplete; waiting {args.flush_wait - age:.1f} s for spans "
-        "still being exported (--flush-wait 0: do not wait)",
+        f"analyze: the newest span ended {age:.1f} s ago; waiting {args.flush_wait - age:.1f} s "
+        "for spans still being exported (--flush-wait 0: do not wait)",
         file=sys.stderr,
+        flush=True,
     )
     time.sleep(args.flush_wait - age)
     return _load(args)

@@ -618,8 +618,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    """The command line, checked (exit 2 on a bad one)."""
+def parser() -> cli.Parser:
     parser = cli.Parser("python -m loadtest bench", __doc__)
     add = parser.add_argument
     add("--rounds", type=cli.integer(1, 1000), default=12, help="rounds of every variant")
@@ -652,23 +651,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "OTEL_SDK_DISABLED=true,EVENT_LOOP=asyncio); repeatable",
     )
     add("--only", help="run only these variants of the project (comma-separated)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (exit 2 on a bad one)."""
+    p = parser()
+    args = p.parse_args(argv)
     args.reference = args.reference or Path(os.environ.get("REFERENCE_BENCH", DEFAULT_REFERENCE))
     args.variants = dict(VARIANTS)
     for spec in args.variant:
         name, _, assignments = spec.partition(":")
         pairs = [a.split("=", 1) for a in assignments.split(",") if a]
         if not name or any(len(pair) != 2 for pair in pairs):
-            parser.error(f"argument --variant: must be NAME:VAR=VALUE,..., not {spec!r}")
+            p.error(f"argument --variant: must be NAME:VAR=VALUE,..., not {spec!r}")
         args.variants[name] = dict(pairs)
     if args.only:
         args.variants = {k: v for k, v in args.variants.items() if k in args.only.split(",")}
         if not args.variants:
-            parser.error(f"argument --only: names no variant of {', '.join(VARIANTS)}")
+            p.error(f"argument --only: names no variant of {', '.join(VARIANTS)}")
     if args.rounds < 1 or args.instances < 1:
-        parser.error("--rounds and --instances must be 1 or more")
+        p.error("--rounds and --instances must be 1 or more")
     if args.instances * len(args.variants) > MAX_STACKS:  # their ports run into the others'
-        parser.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
+        p.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
     return args
 
 

@@ -7,8 +7,9 @@ to the runs named on its spans. A window keeps the traces whose first span start
 A comparison puts two selections side by side: per category, the change at p50, p95 and p99,
 and for each figure the trace nearest to it in each selection (the traces behind it).
 
-Traces still being exported when they are read look broken: a span whose parent is missing, or
-no root at all. :func:`incomplete` counts them, so that the report can say so.
+Traces still being exported when they are read look broken: a span whose parent is missing, no
+root at all, or a request sent that nobody received. :func:`incomplete` counts them, so that the
+report can say so.
 """
 
 from __future__ import annotations
@@ -71,10 +72,15 @@ def in_window(
 
 
 def incomplete(trace: Trace) -> bool:
-    """Spans missing: a parent that is not in the trace, or no root span."""
+    """Spans missing: no root, a parent that is not in the trace, or a message sent (a PRODUCER
+    span) that no span says was received: the consumer's spans are not (yet) there."""
     ids = {span.span_id for span in trace.spans}
-    parents = [span.parent_id for span in trace.spans]
-    return "" not in parents or any(parent and parent not in ids for parent in parents)
+    parents = {span.parent_id for span in trace.spans}
+    return (
+        "" not in parents
+        or any(parent and parent not in ids for parent in parents)
+        or any(span.kind == "PRODUCER" and span.span_id not in parents for span in trace.spans)
+    )
 
 
 def newest_end_us(traces: Iterable[Trace]) -> int:
