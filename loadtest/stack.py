@@ -308,7 +308,7 @@ def check_broker(amqp_url: str) -> None:
         ) from None
 
 
-def _python() -> str:
+def venv_python() -> str:
     """This interpreter as a command that works where it is printed: the venv's, relative to
     the current directory when it is inside it (``.venv/bin/python``)."""
     executable = Path(sys.executable)
@@ -335,7 +335,7 @@ async def _run(config: StackConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
-    python = _python()
+    python = venv_python()
     async with Stack(config) as stack:
         base = config.base_url
         traces = (
