@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
         help="traces started in the last 30s, 5m, 1h (instead of --since/--until)",
     )
     chosen.add_argument(
-        "--min-traces", type=cli.integer(0, 10**9), default=1, help="fail with fewer traces"
+        "--min-traces", type=cli.integer(1, 10**9), default=1, help="fail with fewer traces"
     )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="the report as JSON on stdout")

@@ -17,7 +17,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -227,6 +229,67 @@ def test_a_small_valid_run_exits_0_only_with_a_result(
         assert flags["--mode"] == "open"
         assert "no request was sent in the measured window" in err.getvalue()
         assert not out.exists()
+
+
+def span_lines(path: Path) -> None:
+    """Six traces an hour old: runs a and b, three each, 10 to 60 ms long."""
+    start = time.time_ns() - 3600 * 10**9
+    lines = []
+    for i in range(6):
+        run = "a" if i < 3 else "b"
+        span = {
+            "traceId": f"{i + 1:032x}",
+            "spanId": f"{i + 1:016x}",
+            "name": "GET /dramas/{id}",
+            "kind": 2,
+            "startTimeUnixNano": str(start + i * 10**9),
+            "endTimeUnixNano": str(start + i * 10**9 + (i + 1) * 10**7),
+            "attributes": [{"key": "loadtest.run", "value": {"stringValue": run}}],
+        }
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "drama"}}]}
+        document = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+        lines.append(json.dumps(document))
+    path.write_text("\n".join(lines) + "\n")
+
+
+selections = st.fixed_dictionaries(
+    {},
+    optional={
+        "--run": st.sampled_from(["a", "b", "zzz"]),
+        "--baseline": st.sampled_from(["a", "b", "zzz"]),
+        "--last": st.sampled_from(["30s", "2h", "1d"]),
+        "--since": st.sampled_from(["2h", "30m", "2000-01-01T00:00:00Z", "yesterday"]),
+        "--until": st.sampled_from(["1s", "59m", "2100-01-01T00:00:00+02:00"]),
+        "--operation": st.sampled_from(["GET /dramas/{id}", "GET /dramas"]),
+        "--min-traces": st.sampled_from(["1", "3", "4"]),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flags=selections)
+def test_analyze_exits_0_only_with_traces(
+    flags: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    spans = tmp_path_factory.mktemp("spans") / "spans.jsonl"
+    span_lines(spans)
+    argv = ["--input", str(spans), "--json", *(x for pair in flags.items() for x in pair)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = analyze.main(argv)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    if code == 0:
+        document = json.loads(out.getvalue())
+        assert document["traces"] >= int(flags.get("--min-traces", "1"))
+        assert {t["trace_id"] for t in document["slowest"]}
+        if "--baseline" in flags:
+            assert document["baseline"]["baseline_traces"] >= 1
+    else:
+        assert code in (1, 2), err.getvalue()
+        assert out.getvalue() == ""
+        assert err.getvalue().count("\n") == 1, err.getvalue()
 
 
 # --- help ---------------------------------------------------------------------------------------
