@@ -670,8 +670,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.variants = {k: v for k, v in args.variants.items() if k in args.only.split(",")}
         if not args.variants:
             p.error(f"argument --only: names no variant of {', '.join(VARIANTS)}")
-    if args.rounds < 1 or args.instances < 1:
-        p.error("--rounds and --instances must be 1 or more")
     if args.instances * len(args.variants) > MAX_STACKS:  # their ports run into the others'
         p.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
     return args
