@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from . import cli, preflight
+from .traces import rotated_set
 
 # What each process logs once it serves (the embedded S3 prints it on stdout).
 READY = {
@@ -160,7 +161,8 @@ class Stack:
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
         if self.sinks_spans:
             # This run's spans only: a file that grew over many runs mixes them up.
-            self.config.spans_path.unlink(missing_ok=True)
+            for path in rotated_set(self.config.spans_path):
+                path.unlink(missing_ok=True)
             await self.start_process(
                 "sink",
                 "loadtest.sink",
