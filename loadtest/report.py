@@ -166,6 +166,7 @@ td:not(:first-child), th:not(:first-child) {
 img { max-width: 100%; }
 .bottleneck { font-size: 1.2em; padding: 0.5em 1em; background: #fdf2e9; }
 .slowest td:first-child, .slowest td:nth-child(2) { text-align: left; }
+td.nowrap, td code { white-space: nowrap; }
 dl.key dt { font-weight: bold; float: left; clear: left; width: 7em; }
 dl.key dd { margin-left: 8em; }
 """
@@ -198,10 +199,12 @@ p99 {duration["p99_ms"]:.3f} ms, mean {duration["mean_ms"]:.3f} ms.</p>
 """
 
 
-def _trace_link(trace_id: str | None, template: str | None) -> str:
+def _trace_link(trace_id: str | None, template: str | None, short: bool = False) -> str:
+    """The id (its first 8 digits if ``short``, the whole on hover), linked by ``template``."""
     if trace_id is None:
         return "-"
-    text = f"<code>{html.escape(trace_id)}</code>"
+    shown = trace_id[:8] if short else trace_id
+    text = f'<code title="{html.escape(trace_id)}">{html.escape(shown)}</code>'
     if template is None:
         return text
     return f'<a href="{html.escape(template.format(trace_id=trace_id))}">{text}</a>'
@@ -212,9 +215,10 @@ def _comparison_html(comparison: dict[str, Any], template: str | None) -> str:
     rows = []
     for name, figures in [("duration", comparison["duration"]), *comparison["categories"].items()]:
         cells = "".join(
-            f"<td>{f['baseline_ms']:.3f} &rarr; {f['ms']:.3f}</td><td>{f['change_ms']:+.3f}</td>"
-            f"<td>{_trace_link(f['baseline_trace'], template)} &rarr; "
-            f"{_trace_link(f['trace'], template)}</td>"
+            f'<td class="nowrap">{f["baseline_ms"]:.3f} &rarr; {f["ms"]:.3f}</td>'
+            f"<td>{f['change_ms']:+.3f}</td>"
+            f'<td class="nowrap">{_trace_link(f["baseline_trace"], template, short=True)} &rarr; '
+            f"{_trace_link(f['trace'], template, short=True)}</td>"
             for f in (figures[f"p{q}"] for q in (50, 95, 99))
         )
         rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
