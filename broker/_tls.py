@@ -39,9 +39,8 @@ def amqp_url(url: str, ca_file: str | None = None) -> str:
     Raises ConfigError naming the variable when the pair is unsafe or inconsistent.
     """
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in {"amqp", "amqps"}:
-        raise ConfigError(f"AMQP_URL must be amqp:// or amqps://, got {parts.scheme or url!r}://")
     host = parts.hostname or ""
+    query = urllib.parse.parse_qsl(parts.query)
     if parts.scheme == "amqp":
         if ca_file:
             raise ConfigError("AMQP_CA_FILE is set but AMQP_URL is plain amqp://: use amqps://")
@@ -51,12 +50,17 @@ def amqp_url(url: str, ca_file: str | None = None) -> str:
                 "use amqps:// (plain AMQP is for a loopback broker only)"
             )
         return url
-    if not ca_file:
+    if parts.scheme != "amqps":  # not a broker URL at all: aio-pika refuses it at connect
+        if ca_file:
+            raise ConfigError("AMQP_CA_FILE is set but AMQP_URL is not amqps://")
         return url
+    if any(name == "no_verify_ssl" for name, _ in query):
+        raise ConfigError("AMQP_URL: no_verify_ssl would accept any certificate; set AMQP_CA_FILE")
+    if not ca_file:
+        return url  # verified against the system's trust store
     if not Path(ca_file).is_file():
         raise ConfigError(f"AMQP_CA_FILE {ca_file!r} is not a readable file")
-    query = urllib.parse.parse_qsl(parts.query)
-    if any(name in {"cafile", "no_verify_ssl"} for name, _ in query):
+    if any(name == "cafile" for name, _ in query):
         raise ConfigError("set the CA bundle with AMQP_CA_FILE, not in AMQP_URL's query")
     query.append(("cafile", ca_file))
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

@@ -232,5 +232,7 @@ def test_plain_amqp_is_refused_off_loopback(tmp_path: Path) -> None:
     assert checked_amqp_url("amqps://u:p@broker:5671/v?heartbeat=5", str(ca)) == (
         f"amqps://u:p@broker:5671/v?heartbeat=5&cafile={str(ca).replace('/', '%2F')}"
     )
-    # Without a bundle, amqps:// is verified against the system's trust store (Amazon MQ).
+    # Without a bundle, amqps:// is verified against the system's trust store.
     assert checked_amqp_url("amqps://u:p@broker/") == "amqps://u:p@broker/"
+    with pytest.raises(ConfigError, match="no_verify_ssl would accept any certificate"):
+        checked_amqp_url("amqps://u:p@broker/?no_verify_ssl=1")
