@@ -114,6 +114,11 @@ def test_broker_tls_comes_from_cert_manager(docs: list[Doc]) -> None:
     ca = certificates[issuer["ca"]["secretName"]]
     assert ca["isCA"] is True
     assert one(docs, "Issuer", ca["issuerRef"]["name"])["spec"] == {"selfSigned": {}}
+    # The topology operator does not trust this CA: it must be pointed at the plain management
+    # listener (rabbitmqclient.ParseReference would otherwise pick https on 15671).
+    annotations = one(docs, "RabbitmqCluster", "rabbitmq")["metadata"]["annotations"]
+    uri = urllib.parse.urlsplit(annotations["rabbitmq.com/operator-connection-uri"])
+    assert (uri.scheme, uri.hostname, uri.port) == ("http", f"rabbitmq.{NAMESPACE}.svc", 15672)
 
 
 def test_services_verify_the_broker_with_the_ca_only(docs: list[Doc], tmp_path: Path) -> None:
