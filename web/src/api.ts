@@ -148,7 +148,11 @@ async function request(path: string, signal?: AbortSignal): Promise<[Response, R
     timings: parseServerTiming(response.headers.get("server-timing")),
   };
   if (!response.ok) {
-    throw new ApiError(errorKind(response.status), response.status, await problemDetail(response), info);
+    // drama-service names its trace on every answer; a 502-504 without one came from a gateway
+    // (the local front, Istio's "no healthy upstream"): the API itself did not answer.
+    const gateway = response.status >= 502 && response.status <= 504 && info.trace === null;
+    const kind = gateway ? "unreachable" : errorKind(response.status);
+    throw new ApiError(kind, response.status, await problemDetail(response), info);
   }
   return [response, info];
 }
@@ -183,7 +187,10 @@ export function explain(error: ApiError): { title: string; message: string } {
     case "bad-gateway":
       return { title: "The backend failed", message: error.detail };
     case "unreachable":
-      return { title: "The API is not reachable", message: "Is the stack running?" };
+      return {
+        title: "The API is not reachable",
+        message: `drama-service did not answer; is it running? ${error.status ? error.detail : ""}`.trim(),
+      };
     default:
       return { title: `Error ${error.status}`, message: error.detail };
   }

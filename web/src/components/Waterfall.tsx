@@ -118,6 +118,9 @@ function TraceBody({ load }: { load: TraceLoad }) {
             {load.analysis.root}: {ms(load.analysis.duration_ms)}, {load.analysis.spans.length} spans
           </p>
           <Totals analysis={load.analysis} />
+          <p className="legend">
+            One bar per span, coloured by its category; ◆ and a dark outline: on the critical path.
+          </p>
           <Bars analysis={load.analysis} />
         </>
       );
