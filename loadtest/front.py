@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-__all__ = ["create_app", "main"]
+__all__ = ["create_app", "main", "upstream_for"]
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 _HOP_BY_HOP = frozenset(
@@ -54,7 +54,8 @@ ROOT = web.AppKey("root", Path)
 UPSTREAMS = web.AppKey("upstreams", dict)
 
 
-def _upstream(path: str, upstreams: dict[str, str]) -> str | None:
+def upstream_for(path: str, upstreams: dict[str, str]) -> str | None:
+    """The base URL that serves ``path``, or None for a static file."""
     if path.startswith(API_PREFIXES):
         return upstreams["api"]
     if path.startswith(TRACE_PREFIX):
@@ -89,7 +90,7 @@ async def _proxy(request: web.Request, base: str) -> web.StreamResponse:
 async def route(request: web.Request) -> web.StreamResponse:
     path = request.path
     upstreams = request.app[UPSTREAMS]
-    base = _upstream(path, upstreams)
+    base = upstream_for(path, upstreams)
     if base is not None:
         return await _proxy(request, base)
     if path.startswith(TRACE_PREFIX):
