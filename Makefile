@@ -63,8 +63,9 @@ webtest: $(WEB_MODULES)
 tools: $(CHECKOV) $(ACTIONLINT)
 
 ## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
+## (make run HTTP_PORT=8081: drama-service on another port)
 run: $(STAMP) preflight $(WEB_BUILT)
-	$(BIN)/python -m loadtest.stack
+	$(BIN)/python -m loadtest.stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
 
 ## test: lint, types, import contracts and the test suite (real RabbitMQ and PostgreSQL)
 test: lint types imports webtest pytest

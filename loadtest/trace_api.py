@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from loadtest.critical_path import analyse_trace, span_categories
-from loadtest.traces import Span, Trace, TraceFormatError, document_spans, group
+from loadtest.traces import Span, Trace, TraceFormatError, document_spans, group, rotated_set
 
 __all__ = ["TraceSource", "add_routes", "file_source", "jaeger_source", "waterfall"]
 
@@ -54,23 +54,28 @@ def _spans_of(resource_spans: dict[str, Any], trace_id: str) -> dict[str, Any] |
 
 
 def _scan(path: Path, trace_id: str) -> list[dict[str, Any]]:
+    """The trace's spans in ``path`` and the files the sink rotated it into."""
     found: list[dict[str, Any]] = []
-    if not path.exists():
-        return found
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            # Ids are hex in OTLP-JSON: a substring test skips the other requests unparsed.
-            if trace_id not in line or not line.endswith("\n"):
-                continue
-            for resource_spans in json.loads(line).get("resourceSpans", []):
-                kept = _spans_of(resource_spans, trace_id)
-                if kept is not None:
-                    found.append(kept)
+    for part in rotated_set(path):
+        try:
+            lines = part.open(encoding="utf-8")
+        except FileNotFoundError:  # rotated away meanwhile, or nothing written yet
+            continue
+        with lines:
+            for line in lines:
+                # Ids are hex in OTLP-JSON: a substring test skips the other requests unparsed.
+                if trace_id not in line or not line.endswith("\n"):
+                    continue
+                for resource_spans in json.loads(line).get("resourceSpans", []):
+                    kept = _spans_of(resource_spans, trace_id)
+                    if kept is not None:
+                        found.append(kept)
     return found
 
 
 def file_source(path: Path) -> TraceSource:
-    """Spans from a file of OTLP-JSON lines, as the sink writes them (read on each request)."""
+    """Spans from a file of OTLP-JSON lines as the sink writes them, and from its rotated files
+    (read on each request)."""
 
     async def source(trace_id: str) -> list[dict[str, Any]] | None:
         found = await asyncio.to_thread(_scan, path, trace_id)
