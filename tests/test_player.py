@@ -12,6 +12,7 @@ No browser is downloaded: Playwright's driver comes with its PyPI wheel and laun
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -38,7 +39,9 @@ WAIT_MS = 30_000  # a loaded CI machine: spans are exported every 0.1 s, pages p
 
 
 def chromium() -> str:
-    found = shutil.which("chromium")
+    """Debian's chromium; on GitHub's Ubuntu runners (whose chromium is a snap) their Chrome."""
+    found = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+    found = found or shutil.which("google-chrome")
     # Not a skip: .ci/run installs Debian's chromium.
     assert found is not None, "the browser test needs Debian's chromium (apt-get install chromium)"
     return found
