@@ -271,3 +271,28 @@ def test_broker_and_database_images_are_pinned_by_digest(rendered: dict[str, lis
         if image.split(":")[0] in {"rabbitmq", "postgres"}:
             assert image in pinned, image
     assert pinned <= images
+
+
+def test_compose_programs_with_a_ca_file_mount_it_after_it_is_made() -> None:
+    """Whoever reads AMQP_CA_FILE mounts the CA directory (nothing else mounts the volume but
+    the broker and amqp-certs), and starts after amqp-certs has made it."""
+    services = compose_config("load")["services"]
+
+    def after(name: str, seen: set[str]) -> set[str]:
+        for dependency in services[name].get("depends_on", {}):
+            if dependency not in seen:
+                seen.add(dependency)
+                after(dependency, seen)
+        return seen
+
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        mounts = [v for v in service.get("volumes", []) if v.get("source") == "rabbitmq-tls"]
+        if name in {"amqp-certs", "rabbitmq"}:
+            continue
+        if "AMQP_CA_FILE" in env:
+            (mount,) = mounts
+            assert mount["target"] == str(Path(env["AMQP_CA_FILE"]).parent), name
+            assert "amqp-certs" in after(name, set()), name
+        else:
+            assert not mounts, f"{name} mounts the broker's CA without using it"
