@@ -451,6 +451,31 @@ def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> No
 # Media bucket --------------------------------------------------------------------------------
 
 
+def test_media_bucket_answers_cors_for_the_player_origin_only() -> None:
+    """hls.js reads the pre-signed playlist and segments cross-origin: GET and HEAD only, from
+    https://<domain_name> only (the site the ALB serves, player and API), Range allowed, the
+    range and length headers readable. The origin variable refuses http, paths and wildcards."""
+    resources = blocks(load(MODULES / "media-bucket"), "resource", "aws_s3_bucket_cors_configuration")
+    cors = resources["media"]
+    assert set(resources) == {"media"}
+    assert cors["bucket"] == "${aws_s3_bucket.media.id}"
+    (rule,) = cors["cors_rule"]
+    assert sorted(rule["allowed_methods"]) == ["GET", "HEAD"]
+    assert rule["allowed_origins"] == "${var.cors_allowed_origins}"
+    assert rule["allowed_headers"] == ["Range"]
+    assert {"Content-Length", "Content-Range"} <= set(rule["expose_headers"])
+    assert module_call("media_bucket")["cors_allowed_origins"] == ["https://${var.domain_name}"]
+    # The validation's own regex, applied as Terraform would.
+    (check,) = block(load(MODULES / "media-bucket"), "variable", "cors_allowed_origins")[
+        "validation"
+    ]
+    (pattern,) = re.findall(r'regex\("([^"]+)"', check["condition"])
+    accepted = ["https://drama.example.com", "https://drama.example.com:8443"]
+    refused = ["http://drama.example.com", "*", "https://*.example.com", "https://x.com/path"]
+    assert all(re.search(pattern, origin) for origin in accepted)
+    assert not any(re.search(pattern, origin) for origin in refused)
+
+
 def test_media_bucket_is_private_encrypted_versioned_and_tls_only() -> None:
     doc = load(MODULES / "media-bucket")
     (access,) = blocks(doc, "resource", "aws_s3_bucket_public_access_block").values()
