@@ -707,6 +707,7 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
         "MEDIA_BUCKET",
         "AWS_REGION",
         "IMAGE",
+        "WEB_IMAGE",
         "CERTIFICATE_ARN",
         "DB_HOST",
         "DB_MASTER_SECRET_ARN",
@@ -725,6 +726,15 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
     )
     for service in SERVICES:
         assert container(one(docs, "Deployment", service))["image"] == outputs["IMAGE"]
+    assert container(one(docs, "Deployment", "web"))["image"] == outputs["WEB_IMAGE"]
+    # No image of ours is left with its local name (drama-streaming*:0.1.0): all come from ECR.
+    ours = {outputs["IMAGE"], outputs["WEB_IMAGE"]}
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            spec = d["spec"]["template"]["spec"]
+            for c in spec["containers"] + spec.get("initContainers", []):
+                if c["image"].split("/")[-1].startswith("drama-streaming"):
+                    assert c["image"] in ours, (d["metadata"]["name"], c["image"])
     seed = one(docs, "Job", "seed")["spec"]["template"]["spec"]
     postgres = one(rendered["local"], "StatefulSet", "postgres")
     for c in seed["initContainers"] + seed["containers"]:
@@ -816,3 +826,28 @@ def test_yamllint_k8s() -> None:
 
 if __name__ == "__main__":
     write_prometheus_rules()
+
+
+def test_local_stream_seed_runs_the_seed_target_that_kind_builds_and_loads(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """Playable media in kind: stream's seed runs the Dockerfile's seed target (ffmpeg), which
+    the kind script and the CI job build and load; nothing else runs it."""
+    seed = one(rendered["local"], "Job", "seed")["spec"]["template"]["spec"]
+    images = {c["name"]: c["image"] for c in seed["initContainers"] + seed["containers"]}
+    assert images["stream-seed"] == "drama-streaming-seed:0.1.0"
+    (stream,) = [c for c in seed["initContainers"] if c["name"] == "stream-seed"]
+    assert stream["command"] == ["python", "-m", "stream", "seed"]
+    assert stream["imagePullPolicy"] == "IfNotPresent"
+    for overlay, docs in rendered.items():
+        for d in docs:
+            if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+                spec = d["spec"]["template"]["spec"]
+                for c in spec["containers"] + spec.get("initContainers", []):
+                    if "drama-streaming-seed" in c["image"]:
+                        assert (overlay, c["name"]) == ("local", "stream-seed")
+    up = (ROOT / "deploy" / "kind" / "up.sh").read_text()
+    assert "docker build --target seed -t drama-streaming-seed:0.1.0 ." in up
+    assert 'kind load docker-image drama-streaming-seed:0.1.0 --name "$cluster"' in up
+    kind = (ROOT / ".github" / "workflows" / "kind.yml").read_text()
+    assert "docker build --pull --target seed -t drama-streaming-seed:0.1.0 ." in kind
