@@ -7,7 +7,7 @@
 
 # ---- builder: install the package and its dependencies into a venv. The slim base has no
 # compiler: every dependency installs from a manylinux wheel.
-FROM python:3.11.13-slim-bookworm AS builder
+FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1 AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -24,7 +24,7 @@ RUN /opt/venv/bin/pip install '.[load]'
 # `python -m stream seed`. The Debian release is fixed by the base image; its package versions
 # are not pinned, because Debian drops superseded versions from its mirrors (security updates)
 # and a pinned build would then fail.
-FROM python:3.11.13-slim-bookworm AS seed
+FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1 AS seed
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -49,7 +49,7 @@ ENTRYPOINT ["python", "-m"]
 CMD ["stream", "seed"]
 
 # ---- runtime: the venv and a non-root user, nothing else
-FROM python:3.11.13-slim-bookworm
+FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
