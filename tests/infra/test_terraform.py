@@ -455,7 +455,8 @@ def test_media_bucket_answers_cors_for_the_player_origin_only() -> None:
     """hls.js reads the pre-signed playlist and segments cross-origin: GET and HEAD only, from
     https://<domain_name> only (the site the ALB serves, player and API), Range allowed, the
     range and length headers readable. The origin variable refuses http, paths and wildcards."""
-    resources = blocks(load(MODULES / "media-bucket"), "resource", "aws_s3_bucket_cors_configuration")
+    bucket = load(MODULES / "media-bucket")
+    resources = blocks(bucket, "resource", "aws_s3_bucket_cors_configuration")
     cors = resources["media"]
     assert set(resources) == {"media"}
     assert cors["bucket"] == "${aws_s3_bucket.media.id}"

@@ -113,7 +113,8 @@ def test_minio_in_compose_answers_cors_for_the_player_origins_only() -> None:
     on (localhost and 127.0.0.1, each published port of the web service)."""
     services = compose_config()["services"]
     ports = [p["published"] for p in services["web"]["ports"]]
-    assert ports and all(p["host_ip"] == "127.0.0.1" for p in services["web"]["ports"])
+    assert ports
+    assert all(p["host_ip"] == "127.0.0.1" for p in services["web"]["ports"])
     expected = {f"http://{host}:{port}" for port in ports for host in ("localhost", "127.0.0.1")}
     allowed = services["minio"]["environment"]["MINIO_API_CORS_ALLOW_ORIGIN"].split(",")
     assert set(allowed) == expected

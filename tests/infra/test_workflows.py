@@ -179,7 +179,8 @@ def test_release_builds_only_what_ci_passed_on_main() -> None:
     repositories = ["${{ vars.ECR_REPOSITORY }}", "${{ vars.WEB_ECR_REPOSITORY }}"]
     for build, repository in zip(builds, repositories, strict=True):
         assert build["with"]["push"] is True
-        assert build["with"]["tags"] == f"${{{{ steps.ecr.outputs.registry }}}}/{repository}:{tested}"
+        registry = "${{ steps.ecr.outputs.registry }}"
+        assert build["with"]["tags"] == f"{registry}/{repository}:{tested}"
     assert image["outputs"]["tag"] == tested
     deploy = doc["jobs"]["deploy"]
     assert deploy["needs"] == "image"
