@@ -234,6 +234,14 @@ def test_percentiles_shares_bands_and_bottleneck() -> None:
     app = document["critical_path"]["episode-service:process q m"]
     assert app["mean_ms"] == 0.6
     assert app["p99_share"] == 0.006
+    assert document["sides"] == {
+        "queue": {"categories": ["queue_wait"]} | waits,
+        "wire": {
+            "categories": ["transit", "broker", "reply_wait", "network"],
+            **dict.fromkeys(["p50_ms", "p95_ms", "p99_ms", "mean_ms"], 0.2),
+            "share": round(20_000 / 5_150_000, 4),
+        },
+    }
     shares = sum(stats["share"] for stats in document["categories"].values())
     assert shares == pytest.approx(1, abs=1e-3)
 
@@ -394,6 +402,9 @@ async def test_cli_plot_and_html(tmp_path: Path) -> None:
     assert "<style>" in text
     assert "bottleneck: queue_wait at episode-service:queue wait m" in text
     assert "<td>episode-service:queue wait m</td>" in text
+    # The headline: queue against wire, with the categories that make each side.
+    assert "queue (queue_wait): p50 10.500 ms" in text
+    assert "wire (transit + broker + reply_wait + network): p50 0.200 ms" in text
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(?!data:)', text)
 
