@@ -263,8 +263,9 @@ def _follow_links(spans: list[Span], ids: set[str]) -> list[Span]:
     for span in spans:
         link = next((link for link in span.links if link in ids), None)
         if span.parent_id not in ids and link is not None and link != span.span_id:
-            span = replace(span, parent_id=link, follows_from=True)
-        followed.append(span)
+            followed.append(replace(span, parent_id=link, follows_from=True))
+        else:
+            followed.append(span)
     return followed
 
 
@@ -318,7 +319,7 @@ def _synthetic(
     )
 
 
-def _other_request_replies(spans: list[Span]) -> list[Span]:  # noqa: C901 - one walk, in order
+def _other_request_replies(spans: list[Span]) -> list[Span]:
     """Request-reply as other instrumentations trace it, made the shape rule 3 reads.
 
     Stock opentelemetry-instrumentation-aio-pika traces a call as a PRODUCER (``<exchange or

@@ -397,7 +397,7 @@ STOCK = Case(
             8300,
             OLD | {"messaging.destination": "amq.gen-Xy7", "messaging.operation": "receive"},
         ),
-    ],  # fmt: skip
+    ],
     path=[
         ("A", 1000 + 1700),
         ("B/call", 0),
@@ -442,7 +442,7 @@ MIXED = Case(
             OLD | {"messaging.destination": "amq.rabbitmq.reply-to.g1h2"},
         ),
         G("F", "C", "drama-service", "INTERNAL", "reply wait episode.list", 5600, 7000, RWAIT),
-    ],  # fmt: skip
+    ],
     path=[
         ("A", 500 + 500),
         ("B", 600 + 500),
