@@ -7,6 +7,7 @@ rules now active on it, and those answers are printed. Examples::
     python -m loadtest fault --method stream.presign --delay-ms 50        # slow stream worker
     python -m loadtest fault --queue rpc.episode --prefetch 1 --delay-ms 20  # congested queue
     python -m loadtest fault --method episode.list --db-delay-ms 30       # slow episode database
+    python -m loadtest fault --network-delay-ms 5                         # slow network, each way
     python -m loadtest fault --clear                                      # back to normal
 """
 
@@ -44,6 +45,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.0, help="0..1 answered 'injected'")
     parser.add_argument("--db-delay-ms", type=float, default=0.0, help="added to each statement")
     parser.add_argument("--prefetch", type=int, help="the worker's prefetch (lower: congestion)")
+    network = parser.add_argument_group(
+        "slow network (the dev stack's delaying proxies, loadtest/netdelay.py)"
+    )
+    network.add_argument("--network-delay-ms", type=float, default=0.0, help="added each way")
+    network.add_argument("--network-jitter-ms", type=float, default=0.0, help="delay +- this")
+    network.add_argument(
+        "--network-direction",
+        choices=("both", "request", "reply"),
+        default="both",
+        help="request: towards the broker or worker; reply: back",
+    )
+    network.add_argument(
+        "--network-link", help="one link: drama-amqp, workers-amqp, episode-http, stream-http"
+    )
     parser.add_argument("--clear", action="store_true", help="remove the selected rules")
     parser.add_argument("--expect", type=int, help="return once this many workers answered")
     parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for answers")
@@ -62,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             "db_delay_ms": args.db_delay_ms,
             "prefetch": args.prefetch,
             "clear": args.clear,
+            "network_link": args.network_link,
+            "network_delay_ms": args.network_delay_ms,
+            "network_jitter_ms": args.network_jitter_ms,
+            "network_direction": args.network_direction,
         }
         default = FaultRule()
         # Only what was asked for, so the workers' answers read like the command line.
