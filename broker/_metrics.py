@@ -64,7 +64,7 @@ RPC_QUEUE_DWELL = Histogram(
 )
 RPC_BROKER_ROUND_TRIP = Gauge(
     "rpc_broker_round_trip_seconds",
-    "This process's round trip to the broker (median of its last probes).",
+    "This process's round trip to the broker (the least of its last probes).",
 )
 RPC_HANDLER_DURATION = Histogram(
     "rpc_handler_duration_seconds",

@@ -7,8 +7,8 @@ measured directly; the parts are split here (docs/analysis.md, "Queue wait: tran
 dwell"):
 
 * each side measures its own connection's round trip to the broker (:class:`BrokerRoundTrip`:
-  a passive ``exchange.declare`` on a channel of its own, a few times a second, the median of
-  the last few) and takes half of it as the one-way time;
+  a passive ``exchange.declare`` on a channel of its own, five times a second, the least of
+  the last seven) and takes half of it as the one-way time;
 * the caller sends its half in ``x-transit-ns``; the worker adds its own half: that is the
   transit. Where the broker stamps the message as it enters (RabbitMQ 3.12+,
   ``message_interceptors.incoming.set_header_timestamp``: ``timestamp_in_ms``), the way in is
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import statistics
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -44,22 +43,24 @@ BROKER_STAMP_MS = "timestamp_in_ms"  # RabbitMQ 3.12+ set_header_timestamp: entr
 
 
 class BrokerRoundTrip:
-    """One connection's round trip to the broker: the median of the last ``window`` probes,
-    one every ``interval`` seconds (a new estimate within about ``window * interval / 2``)."""
+    """One connection's round trip to the broker: the least of the last ``window`` probes, one
+    every ``interval`` seconds. The least, as TCP's min RTT: a probe that waited for a busy
+    event loop (this one, or the broker's) says nothing about the wire. A slower wire shows in
+    ``window * interval`` seconds, a faster one at once."""
 
     def __init__(self, interval: float = 0.2, window: int = 7) -> None:
         self._interval = interval
         self._samples: deque[int] = deque(maxlen=window)
-        self._median_ns = 0
+        self._least_ns = 0
 
     def half_ns(self) -> int:
         """The one-way estimate: half the round trip (0 before the first probe)."""
-        return self._median_ns // 2
+        return self._least_ns // 2
 
     def add(self, round_trip_ns: int) -> None:
         self._samples.append(round_trip_ns)
-        self._median_ns = int(statistics.median(self._samples))
-        RPC_BROKER_ROUND_TRIP.set(self._median_ns / 1e9)
+        self._least_ns = min(self._samples)
+        RPC_BROKER_ROUND_TRIP.set(self._least_ns / 1e9)
 
     async def run(self, connection: aio_pika.abc.AbstractConnection) -> None:
         """Probe until cancelled, on a channel of its own (a robust connection reopens it after

@@ -37,7 +37,7 @@ from loadtest.sink import create_app, otlp_json
 from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
 from tests.conftest import running_sink
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
-from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC
+from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC, SIDECARS
 from tests.otlp import request_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -557,19 +557,22 @@ def fenced_blocks(text: str, language: str) -> list[str]:
     return blocks
 
 
-def test_docs_snippet_and_worked_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/analysis.md's code runs, and its worked example is what the analyser says."""
+def test_docs_snippet_and_worked_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/analysis.md's code runs, and its worked examples are what the analyser says."""
     text = (ROOT / "docs" / "analysis.md").read_text()
     write(tmp_path, otlp(OURS), "spans.jsonl")
     monkeypatch.chdir(tmp_path)
     (snippet,) = fenced_blocks(text, "python")
     exec(snippet, {})  # noqa: S102 - the documentation's own example
-    (result,) = analyze(load_traces([tmp_path / "spans.jsonl"])).results
-    shown = "\n".join(
-        f"{s.span.service:16} {s.span.kind:9} {s.category:11} {s.self_us / 1000:6.3f} {s.span.name}"
-        for s in result.critical_path
-    )
-    assert shown + "\n" in fenced_blocks(text, "")
+    for case in (OURS, SIDECARS):
+        (result,) = analyze(load_traces([write(tmp_path, otlp(case))])).results
+        width = max(16, *(len(s.service) for s in case.spans))
+        shown = "\n".join(
+            f"{s.span.service:{width}} {s.span.kind:9} {s.category:11} {s.self_us / 1000:6.3f} "
+            f"{s.span.name}"
+            for s in result.critical_path
+        )
+        assert shown + "\n" in fenced_blocks(text, "")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,246 @@
+"""Accuracy, end to end: time injected somewhere is attributed there by the analyser.
+
+Real services, real broker, the delaying proxy on every hop (loadtest/netdelay.py), open-loop
+load from the load generator's own runner, each phase in its own time window; the analysis runs
+on the stack's sink file after the stack has stopped (every span flushed). Per phase, the
+per-trace median of each category is compared with the no-fault phase's:
+
+- a fault of D ms in the workers (handler, database) raises its category's median by D within
+  max(10%, 1 ms), and every other category's by less than that;
+- a congested queue (prefetch 1, requests in bursts of three) raises the queue's dwell by the
+  service time of the request ahead (the median of a burst waits for one), app by the delay;
+- a slow network on the AMQP path is named wire time (at least 80% of the added time), and the
+  queue's dwell stays within 1 ms; on the HTTP path the added time is ``network``.
+
+And with no fault: every queue wait span's transit and dwell add up to its wait, and the
+worker's queue wait agrees with the caller's skew-free ``rpc.overhead_ms`` minus the reply's
+way back, within 0.5 ms at the median.
+
+Medians of 100+ traces a phase, so that a loaded 2-core machine does not decide the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker import FaultRule, send_fault_rule
+from loadtest.analyze import analyze, select
+from loadtest.critical_path import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
+from loadtest.recorder import Recorder
+from loadtest.runner import open_loop
+from loadtest.schedule import Catalogue, Shot, constant_arrivals, plan, requests
+from loadtest.stack import Stack, StackConfig
+from loadtest.traces import Trace, load_traces, within
+from tests.conftest import free_port
+
+# Two stacks, nine phases of 5 s and their warm-ups: about two minutes in all.
+pytestmark = pytest.mark.timeout(240)
+
+DETAIL = "GET /dramas/{id}"
+RATE, SECONDS = 24.0, 5.0  # 120 requests a phase
+ENV = {"OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+Window = tuple[int, int]
+
+
+def bursts(rate: float, duration: float, size: int) -> Iterator[float]:
+    """``size`` requests at once, ``rate / size`` times a second."""
+    for at in constant_arrivals(rate / size, duration):
+        yield from [at] * size
+
+
+async def drive(base: str, arrivals: Iterator[float] | None = None) -> Window:
+    """One phase of open-loop detail requests; its window (us, wall clock)."""
+    catalogue = Catalogue(ids=list(range(1, 21)), cursors=[])
+    shots: list[Shot] = plan(
+        arrivals or constant_arrivals(RATE, SECONDS),
+        requests({"detail": 1}, catalogue, random.Random(7)),  # noqa: S311 - not a secret
+    )
+    recorder = Recorder()
+    started = time.time_ns() // 1000
+    async with aiohttp.ClientSession() as session:
+        await open_loop(
+            session,
+            base,
+            shots,
+            warmup=0,
+            timeout=10,
+            max_in_flight=100,
+            recorder=recorder,
+            progress=lambda: None,
+        )
+    summary = recorder.summary()
+    assert summary["ok"] == len(shots), summary
+    return started, time.time_ns() // 1000
+
+
+async def fault(amqp_url: str, expect: int, **rule: Any) -> None:
+    acks = await send_fault_rule(amqp_url, FaultRule(**rule), expect=expect, wait=10)
+    assert len(acks) >= expect, acks
+
+
+async def round_trip_s(url: str) -> float:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, raise_for_status=True) as response,
+    ):
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "rpc_broker_round_trip_seconds":
+            return float(family.samples[0].value)
+    raise AssertionError(f"no rpc_broker_round_trip_seconds at {url}")
+
+
+async def settled(urls: list[str], ok: Callable[[float], bool]) -> None:
+    """Wait until every process's broker round trip estimate satisfies ``ok``."""
+    async with asyncio.timeout(20):
+        # Another process's gauge: nothing to wait on but its next scrape.
+        while not all(map(ok, [await round_trip_s(url) for url in urls])):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+
+def medians(traces: list[Trace], window: Window) -> dict[str, float]:
+    """Per-trace medians (ms) of each category, of the two sides, and of the duration."""
+    results = analyze(within(traces, window)).results
+    assert len(results) >= RATE * SECONDS * 0.9, len(results)
+    found = {
+        name: statistics.median(r.categories[name] for r in results) / 1000 for name in CATEGORIES
+    }
+    for side, names in (("queue", QUEUE_SIDE), ("wire", WIRE_SIDE)):
+        found[side] = statistics.median(sum(r.categories[n] for n in names) for r in results)
+        found[side] /= 1000
+    found["duration"] = statistics.median(r.duration_us for r in results) / 1000
+    return found
+
+
+def rises(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    rise = {name: round(after[name] - before[name], 3) for name in before}
+    print("median rise (ms):", {name: ms for name, ms in rise.items() if ms})
+    return rise
+
+
+def assert_attributed(rise: dict[str, float], category: str, injected: float) -> None:
+    tolerance = max(0.1 * injected, 1.0)
+    assert abs(rise[category] - injected) <= tolerance, (category, injected, rise)
+    for other in CATEGORIES:
+        if other != category:
+            assert abs(rise[other]) < tolerance, (other, category, rise)
+
+
+def spans_named(traces: list[Trace], window: Window, prefix: str) -> list[Any]:
+    return [
+        span
+        for trace in within(traces, window)
+        for span in trace.spans
+        if span.name.startswith(prefix)
+    ]
+
+
+async def test_injected_time_is_attributed_where_it_was_injected(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    config = stack_config(sink_port=free_port(), network_proxy=True, env=ENV, media_dramas=20)
+    windows: dict[str, Window] = {}
+    async with Stack(config) as stack:
+        base, amqp = config.base_url, config.amqp_url
+        metrics = [
+            f"{base}/metrics",
+            f"http://127.0.0.1:{config.episode_metrics_port}/metrics",
+            f"http://127.0.0.1:{config.stream_metrics_port}/metrics",
+        ]
+        assert stack.links
+        await drive(base, constant_arrivals(RATE, 2))  # warm up: connections, pools, caches
+        windows["none"] = await drive(base)
+        await fault(amqp, 1, method="stream.presign", delay_ms=30)
+        windows["worker"] = await drive(base)
+        await fault(amqp, 2, clear=True)
+        await fault(amqp, 1, method="episode.list", db_delay_ms=30)
+        windows["database"] = await drive(base)
+        await fault(amqp, 2, clear=True)
+        await fault(amqp, 1, queue="rpc.episode", prefetch=1, delay_ms=15)
+        windows["queue"] = await drive(base, bursts(RATE, SECONDS, 3))
+        await fault(amqp, 2, clear=True)
+        await fault(amqp, 1, network_delay_ms=3)
+        # The round trip estimates take up to 1.4 s to see a slower wire: wait for them.
+        await settled(metrics, lambda rtt: rtt >= 0.006)
+        windows["network"] = await drive(base)
+        await fault(amqp, 1, clear=True)
+    traces = select(load_traces([config.spans_path]), None, DETAIL)
+    none = medians(traces, windows["none"])
+
+    # A slow worker: 30 ms of app.
+    assert_attributed(rises(none, medians(traces, windows["worker"])), "app", 30)
+
+    # A slow database: 30 ms a statement, one statement in episode.list.
+    assert_attributed(rises(none, medians(traces, windows["database"])), "db", 30)
+
+    # A congested queue: bursts of three into a worker that serves one at a time, 15 ms more
+    # each. The median request of a burst waits in the queue for the one ahead of it: its
+    # service time, the median process span of episode.list in that phase.
+    queued = medians(traces, windows["queue"])
+    rise = rises(none, queued)
+    processes = spans_named(traces, windows["queue"], "process rpc.episode")
+    service = statistics.median(s.end_us - s.start_us for s in processes) / 1000
+    tolerance = max(0.1 * service, 1.0)
+    assert abs(rise["queue_wait"] - service) <= tolerance, (service, rise)
+    assert abs(rise["app"] - 15) <= max(1.5, 1.0), rise
+
+    # A slow network on the AMQP path: 3 ms each way on each hop to and from the broker, 12 ms
+    # a call, two calls. At least 80% of the added time is wire time; the dwell stays.
+    slow = medians(traces, windows["network"])
+    rise = rises(none, slow)
+    assert rise["duration"] >= 20, rise
+    assert rise["wire"] >= 0.8 * rise["duration"], rise
+    assert abs(rise["queue_wait"]) < 1, rise
+    overheads = {
+        name: statistics.median(
+            s.attributes["rpc.overhead_ms"] for s in spans_named(traces, windows[name], "call ")
+        )
+        for name in ("none", "network")
+    }
+    assert overheads["network"] - overheads["none"] >= 0.8 * 12, overheads
+
+    # No fault: transit + dwell is the queue wait, span by span; the worker's queue wait agrees
+    # with the caller's overhead minus the reply's way back.
+    waits = spans_named(traces, windows["none"], "queue wait ")
+    assert len(waits) >= 2 * RATE * SECONDS * 0.9
+    for span in waits:
+        parts = span.attributes["rpc.queue_transit_ms"] + span.attributes["rpc.queue_dwell_ms"]
+        assert abs(parts - span.attributes["rpc.queue_wait_ms"]) < 1e-6, span.attributes
+    calls = spans_named(traces, windows["none"], "call ")
+    caller_side = statistics.median(
+        s.attributes["rpc.overhead_ms"] - s.attributes["rpc.reply_wait_ms"] for s in calls
+    )
+    worker_side = statistics.median(s.attributes["rpc.queue_wait_ms"] for s in waits)
+    assert abs(caller_side - worker_side) < 0.5, (caller_side, worker_side)
+
+
+async def test_a_slow_network_on_the_http_path_is_network(
+    stack_config: Callable[..., StackConfig],
+) -> None:
+    config = stack_config(
+        sink_port=free_port(), network_proxy=True, transport="http", env=ENV, media_dramas=20
+    )
+    windows: dict[str, Window] = {}
+    async with Stack(config) as stack:
+        assert {"episode-http", "stream-http"} <= set(stack.links)
+        base = config.base_url
+        await drive(base, constant_arrivals(RATE, 2))
+        windows["none"] = await drive(base)
+        await fault(config.amqp_url, 1, network_delay_ms=3)
+        windows["network"] = await drive(base)
+    traces = select(load_traces([config.spans_path]), None, DETAIL)
+    rise = rises(medians(traces, windows["none"]), medians(traces, windows["network"]))
+    # 3 ms each way, two calls: 12 ms, all of it on the wire between drama and the workers.
+    assert abs(rise["network"] - 12) <= 1.2, rise
+    assert rise["network"] >= 0.8 * rise["duration"], rise
+    for other in ("app", "queue_wait", "transit", "broker", "reply_wait"):
+        assert abs(rise[other]) < 1.2, (other, rise)
