@@ -22,6 +22,7 @@ Medians of 100+ traces a phase, so that a loaded 2-core machine does not decide 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import statistics
 import time
@@ -42,12 +43,18 @@ from loadtest.stack import Stack, StackConfig
 from loadtest.traces import Trace, load_traces, within
 from tests.conftest import free_port
 
-# Two stacks, nine phases of 5 s and their warm-ups: about two minutes in all.
+# Two stacks, eight phases of 7.5 s and their warm-ups: about two minutes in all.
 pytestmark = pytest.mark.timeout(240)
 
 DETAIL = "GET /dramas/{id}"
-RATE, SECONDS = 24.0, 5.0  # 120 requests a phase
-ENV = {"OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+RATE, SECONDS = 16.0, 7.5  # 120 requests a phase; few at once, so faults do not crowd the CPU
+ENV = {
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    # The read caches step aside while a database fault applies (docs/faults.md): off in every
+    # phase, so that the phases differ by the fault alone, not by cache hits.
+    "CACHE_TTL_MS": "0",
+}
 Window = tuple[int, int]
 
 
@@ -159,10 +166,10 @@ async def test_injected_time_is_attributed_where_it_was_injected(
         assert stack.links
         await drive(base, constant_arrivals(RATE, 2))  # warm up: connections, pools, caches
         windows["none"] = await drive(base)
-        await fault(amqp, 1, method="stream.presign", delay_ms=30)
+        await fault(amqp, 1, method="stream.presign", delay_ms=40)
         windows["worker"] = await drive(base)
         await fault(amqp, 2, clear=True)
-        await fault(amqp, 1, method="episode.list", db_delay_ms=30)
+        await fault(amqp, 1, method="episode.list", db_delay_ms=40)
         windows["database"] = await drive(base)
         await fault(amqp, 2, clear=True)
         await fault(amqp, 1, queue="rpc.episode", prefetch=1, delay_ms=15)
@@ -176,21 +183,21 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     traces = select(load_traces([config.spans_path]), None, DETAIL)
     none = medians(traces, windows["none"])
 
-    # A slow worker: 30 ms of app.
-    assert_attributed(rises(none, medians(traces, windows["worker"])), "app", 30)
+    # A slow worker: 40 ms of app.
+    assert_attributed(rises(none, medians(traces, windows["worker"])), "app", 40)
 
-    # A slow database: 30 ms a statement, one statement in episode.list.
-    assert_attributed(rises(none, medians(traces, windows["database"])), "db", 30)
+    # A slow database: 40 ms a statement, one statement in episode.list.
+    assert_attributed(rises(none, medians(traces, windows["database"])), "db", 40)
 
-    # A congested queue: bursts of three into a worker that serves one at a time, 15 ms more
-    # each. The median request of a burst waits in the queue for the one ahead of it: its
-    # service time, the median process span of episode.list in that phase.
-    queued = medians(traces, windows["queue"])
-    rise = rises(none, queued)
-    processes = spans_named(traces, windows["queue"], "process rpc.episode")
-    service = statistics.median(s.end_us - s.start_us for s in processes) / 1000
-    tolerance = max(0.1 * service, 1.0)
-    assert abs(rise["queue_wait"] - service) <= tolerance, (service, rise)
+    # A congested queue: bursts of three into a worker that takes one at a time, 15 ms more
+    # each. The median request of a burst waits in the queue while the one ahead of it holds
+    # the worker: from that one's delivery to its own (its handling, its ack, the broker's next
+    # delivery), the median interval between back-to-back deliveries of episode.list.
+    rise = rises(none, medians(traces, windows["queue"]))
+    starts = sorted(s.start_us for s in spans_named(traces, windows["queue"], "process rpc.ep"))
+    gaps = [b - a for a, b in itertools.pairwise(starts) if b - a < 1e6 / (RATE / 3) / 2]
+    held = statistics.median(gaps) / 1000
+    assert abs(rise["queue_wait"] - held) <= max(0.1 * held, 1.0), (held, rise)
     assert abs(rise["app"] - 15) <= max(1.5, 1.0), rise
 
     # A slow network on the AMQP path: 3 ms each way on each hop to and from the broker, 12 ms
