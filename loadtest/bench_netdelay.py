@@ -1,10 +1,11 @@
 """``python -m loadtest.bench_netdelay``: what the delaying proxy costs when it delays nothing.
 
 Sequential ping-pongs (200 bytes each way) to a TCP echo server in this process, straight and
-through a `loadtest.netdelay.Link` with no delay set, alternating in rounds so that a busy
-machine weighs on both alike. Prints the median and p99 round trip of each, and the difference:
-what one proxied hop adds to a round trip (the stack has one on each way to the broker, so an
-RPC over AMQP crosses it four times: request and reply, caller's and worker's side).
+through ``python -m loadtest.netdelay`` (a process of its own, as in the stack) with no delay
+set, alternating in rounds so that a busy machine weighs on both alike. Prints the median and
+p99 round trip of each, and the difference: what one proxied hop adds to a round trip (the
+stack has one on each way to the broker, so an RPC over AMQP crosses it four times: request
+and reply, caller's and worker's side).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 
-from loadtest.netdelay import Link
+from loadtest.stack import free_port
 
 PAYLOAD = b"x" * 200
 
@@ -41,15 +43,22 @@ async def _pings(host: str, port: int, count: int) -> list[float]:
 async def bench(rounds: int, count: int) -> dict[str, list[float]]:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    link = Link("bench", ("127.0.0.1", 0), ("127.0.0.1", port))
-    await link.start()
+    listen = free_port()
+    proxy = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest.netdelay", "--link", f"bench={listen}:127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     found: dict[str, list[float]] = {"direct": [], "proxied": []}
     try:
+        assert proxy.stdout is not None
+        while b"netdelay ready" not in await proxy.stdout.readline():
+            pass
         for _ in range(rounds):
             found["direct"] += await _pings("127.0.0.1", port, count)
-            found["proxied"] += await _pings(*link.listen, count)
+            found["proxied"] += await _pings("127.0.0.1", listen, count)
     finally:
-        await link.close()
+        proxy.terminate()
+        await proxy.wait()
         server.close()
     return found
 
