@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 
 from ._errors import HandlerError
-from ._faults import FaultRule, Faults
+from ._faults import FaultRule, Faults, answer_control, control_queue_name, instance
 from ._metrics import (
     RPC_DEAD_LETTERED,
     RPC_HANDLER_DURATION,
@@ -158,8 +157,12 @@ class RpcWorker:
         reconnect_interval: float = 1.0,
         tracer_provider: trace.TracerProvider | None = None,
         faults: bool = False,
+        connection_name: str | None = None,
     ) -> None:
         """``faults=True`` listens for fault-injection rules on the control exchange.
+
+        ``connection_name``: what the broker's management UI calls the connection (default:
+        ``<queue> <host>-<pid>``); services pass ``<service> <queue> <host>-<pid>``.
 
         ``publisher_confirms=True`` waits for the broker to confirm each reply before acking its
         request, and dead-letters the request if the broker nacks the reply. Off by default: a
@@ -187,6 +190,7 @@ class RpcWorker:
         self._consuming = asyncio.Lock()  # one consumer at a time (see _consume_locked)
         self._recovery: asyncio.Task[None] | None = None
         self._faults = Faults(queue, prefetch) if faults else None
+        self._connection_name = connection_name or f"{queue} {instance()}"
         self._consumer_tag: str | None = None
         self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker/_transit.py)
         self._measuring: contextlib.AsyncExitStack | None = None
@@ -236,7 +240,7 @@ class RpcWorker:
         self._connection = await aio_pika.connect_robust(
             self._url,
             reconnect_interval=self._reconnect_interval,
-            client_properties={"connection_name": f"{self._queue_name} pid={os.getpid()}"},
+            client_properties={"connection_name": self._connection_name},
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
@@ -294,6 +298,7 @@ class RpcWorker:
             self._topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
         queue = await channel.declare_queue(
+            control_queue_name(self._topology.control_exchange, self._queue_name),
             exclusive=True,
             auto_delete=True,
             arguments={"x-dead-letter-exchange": self._topology.dead_letter_exchange},
@@ -321,15 +326,7 @@ class RpcWorker:
                 self._faults.prefetch,
                 msgspec.json.encode(self._faults.rules).decode(),
             )
-            if message.reply_to:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        msgspec.json.encode(self._faults.ack()),
-                        content_type=CONTENT_TYPE,
-                        correlation_id=message.correlation_id,
-                    ),
-                    routing_key=message.reply_to,
-                )
+            await answer_control(self._channel, self._faults, message)
         await message.ack()
 
     async def _set_prefetch(self, prefetch: int) -> None:

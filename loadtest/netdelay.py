@@ -267,13 +267,18 @@ class NetDelay:
         if self._amqp_url is None:
             return
         self._connection = await aio_pika.connect_robust(
-            self._amqp_url, client_properties={"connection_name": f"netdelay pid={os.getpid()}"}
+            self._amqp_url,
+            client_properties={
+                "connection_name": f"loadtest netdelay {socket.gethostname()}-{os.getpid()}"
+            },
         )
         channel = self._channel = await self._connection.channel()
         exchange = await channel.declare_exchange(
             self._control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        # Named as the workers' control queues are: whose it is, in the management UI.
+        name = f"{self._control_exchange}.netdelay.{socket.gethostname()}-{os.getpid()}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         await queue.bind(exchange)
         await queue.consume(self._on_control)
 
@@ -298,6 +303,8 @@ class NetDelay:
                         correlation_id=message.correlation_id,
                     ),
                     routing_key=message.reply_to,
+                    # RabbitMQ 3.x returns direct reply-to messages sent mandatory (broker/_faults).
+                    mandatory=False,
                 )
 
     async def close(self) -> None:
