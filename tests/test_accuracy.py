@@ -7,8 +7,9 @@ per-trace median of each category is compared with the no-fault phase's:
 
 - a fault of D ms in the workers (handler, database) raises its category's median by D within
   max(10%, 1 ms), and every other category's by less than that;
-- a congested queue (prefetch 1, requests in bursts of three) raises the queue's dwell by the
-  service time of the request ahead (the median of a burst waits for one), app by the delay;
+- a congested queue (prefetch 1, requests in bursts of three): the queue's dwell rises by the
+  time the request ahead holds the worker (the median of a burst waits for one), within
+  max(10%, 1 ms), the handler takes the added delay, the wire does not move;
 - a slow network on the AMQP path is named wire time (at least 80% of the added time), and the
   queue's dwell stays within 1 ms; on the HTTP path the added time is ``network``.
 
@@ -203,7 +204,7 @@ async def test_injected_time_is_attributed_where_it_was_injected(
         worker = await interleaved(stack, {"method": "stream.presign", "delay_ms": 40})
         database = await interleaved(stack, {"method": "episode.list", "db_delay_ms": 40})
         queue = await interleaved(
-            stack, {"queue": "rpc.episode", "prefetch": 1, "delay_ms": 15}, bursts
+            stack, {"queue": "rpc.episode", "prefetch": 1, "delay_ms": 30}, bursts
         )
         # 3 ms each way on each link: the broker round trip of every process is 6 ms longer.
         network = await interleaved(stack, {"network_delay_ms": 3}, rtt=0.006)
@@ -215,17 +216,30 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     # A slow database: 40 ms a statement, one statement in episode.list.
     assert_attributed(rises(traces, database), "db", 40)
 
-    # A congested queue: bursts of three into a worker that takes one at a time, 15 ms more
+    # A congested queue: bursts of three into a worker that takes one at a time, 30 ms more
     # each. The median request of a burst waits in the queue while the one ahead of it holds
     # the worker: from that one's delivery to its own (its handling, its ack, the broker's next
-    # delivery), the median interval between back-to-back deliveries of episode.list.
+    # delivery), the median interval between back-to-back deliveries of episode.list. That is
+    # what the fault adds to the queue's dwell; the 30 ms are the handler's (its process span),
+    # and the wire does not move. (App and database time without the fault are not the baseline here:
+    # three requests at once contend for the worker's CPU and its database, one at a time do
+    # not, so those medians fall by a few ms as the fault serialises the burst.)
     rise = rises(traces, queue)
     starts = sorted(s.start_us for s in spans_named(traces, queue["fault"], "process rpc.ep"))
     gaps = [b - a for a, b in itertools.pairwise(starts) if b - a < 1e6 / (RATE / 3) / 2]
     held = statistics.median(gaps) / 1000
     print(f"queue: the one ahead held the worker {held:.3f} ms (median)")
     assert abs(rise["queue_wait"] - held) <= max(0.1 * held, 1.0), (held, rise)
-    assert abs(rise["app"] - 15) <= 1.5, rise
+    handled = {
+        side: statistics.median(
+            s.end_us - s.start_us for s in spans_named(traces, queue[side], "process rpc.ep")
+        )
+        / 1000
+        for side in ("none", "fault")
+    }
+    assert abs(handled["fault"] - handled["none"] - 30) <= 3, handled
+    for wire in ("transit", "broker"):
+        assert abs(rise[wire]) < max(0.1 * held, 1.0), (wire, rise)
 
     # A slow network on the AMQP path: 3 ms each way on each hop to and from the broker, 12 ms
     # a call, two calls. At least 80% of the added time is wire time; the dwell stays.
@@ -270,8 +284,9 @@ async def test_a_slow_network_on_the_http_path_is_network(
         network = await interleaved(stack, {"network_delay_ms": 3})
     traces = select(load_traces([config.spans_path]), None, DETAIL)
     rise = rises(traces, network)
-    # 3 ms each way, two calls: 12 ms, all of it on the wire between drama and the workers.
-    assert abs(rise["network"] - 12) <= 1.2, rise
+    # 3 ms each way, two calls: 12 ms, all of it on the wire between drama and the workers,
+    # none of it in a queue or the broker (there is none on this path).
+    assert 0.8 * 12 <= rise["network"] <= 1.5 * 12, rise
     assert rise["network"] >= 0.8 * rise["duration"], rise
-    for other in ("app", "queue_wait", "transit", "broker", "reply_wait"):
-        assert abs(rise[other]) < 1.2, (other, rise)
+    for other in ("queue_wait", "transit", "broker", "reply_wait"):
+        assert rise[other] == 0, (other, rise)
