@@ -221,9 +221,9 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     # the worker: from that one's delivery to its own (its handling, its ack, the broker's next
     # delivery), the median interval between back-to-back deliveries of episode.list. That is
     # what the fault adds to the queue's dwell; the 30 ms are the handler's (its process span),
-    # and the wire does not move. (App and database time without the fault are not the baseline here:
-    # three requests at once contend for the worker's CPU and its database, one at a time do
-    # not, so those medians fall by a few ms as the fault serialises the burst.)
+    # and the wire does not move. (App and database time without the fault are no baseline
+    # here: three requests at once contend for the worker's CPU and its database, one at a
+    # time do not, so those medians fall by a few ms as the fault serialises the burst.)
     rise = rises(traces, queue)
     starts = sorted(s.start_us for s in spans_named(traces, queue["fault"], "process rpc.ep"))
     gaps = [b - a for a, b in itertools.pairwise(starts) if b - a < 1e6 / (RATE / 3) / 2]
