@@ -496,7 +496,7 @@ def parser() -> cli.Parser:
         dest="network_proxy",
         action="store_false",
         help="connect the services directly, without the delaying proxy that "
-        "`python -m loadtest fault --network-delay-ms` sets",
+        "`python -m loadtest fault --network-delay-ms` sets (default: through the proxy)",
     )
     add(
         "--web-port",
