@@ -9,6 +9,7 @@ pending call fails at once when the channel or connection drops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -54,6 +55,7 @@ from ._telemetry import (
     span_error,
     wait_attributes,
 )
+from ._transit import TRANSIT_NS, BrokerRoundTrip
 from ._wire import (
     CONTENT_TYPE,
     DIRECT_REPLY_TO,
@@ -154,6 +156,8 @@ class AmqpRpcClient:
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
+        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker/_transit.py)
+        self._measuring = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -181,6 +185,7 @@ class AmqpRpcClient:
                 self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
             )
             await self._consume_replies()
+            await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
             await self._connection.close()
             raise
@@ -189,6 +194,7 @@ class AmqpRpcClient:
         """Fail pending calls and close the connection."""
         self._ready.clear()
         self._fail_pending("client closed")
+        await self._measuring.aclose()
         if self._connection is not None:
             await self._connection.close()
 
@@ -233,7 +239,11 @@ class AmqpRpcClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[_Incoming, int]] = loop.create_future()
         self._pending[correlation_id] = (method, future)
-        headers: dict[str, Any] = {SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)}
+        headers: dict[str, Any] = {
+            SENT_AT_NS: time.time_ns(),
+            TIMEOUT_MS: round(timeout * 1000),
+            TRANSIT_NS: self._broker_rtt.half_ns(),
+        }
         exchange = self._topology.exchange
         # The PRODUCER span only in a sampled trace: unsampled, it would carry nothing, and the
         # call span's context (still valid, with its trace id) is what the worker continues.
