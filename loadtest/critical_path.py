@@ -276,8 +276,10 @@ def _is_queue_wait(span: Span) -> bool:
 
 
 def _children(spans: list[Span]) -> dict[str, list[Span]]:
+    """Each span's children in start order (then by id), so that which consumer or reply is
+    taken never depends on the order a format lists spans in (OTLP groups them by service)."""
     children: dict[str, list[Span]] = {}
-    for span in spans:
+    for span in sorted(spans, key=lambda s: (s.start_us, s.span_id)):
         children.setdefault(span.parent_id, []).append(span)
     return children
 
