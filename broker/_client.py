@@ -31,6 +31,7 @@ from ._errors import (
     RpcError,
     RpcNotFound,
     RpcRemoteError,
+    RpcRemoteUnavailable,
     RpcTimeout,
     RpcUnavailable,
     RpcUnroutable,
@@ -545,5 +546,8 @@ def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
 
 def remote_error(method: str, error: ErrorBody) -> RpcRemoteError:
     """The exception of a worker's error reply, whatever the transport."""
-    kind = RpcNotFound if error.type == "not_found" else RpcRemoteError
-    return kind(method, error.type, error.message)
+    kinds: dict[str, type[RpcRemoteError]] = {
+        "not_found": RpcNotFound,
+        "unavailable": RpcRemoteUnavailable,
+    }
+    return kinds.get(error.type, RpcRemoteError)(method, error.type, error.message)

@@ -40,6 +40,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._handling import Handling
 from ._metrics import serving_metrics
 from ._telemetry import TRACER, CallTiming
 from ._wire import (
@@ -51,7 +52,7 @@ from ._wire import (
     encode,
     encode_error,
 )
-from ._worker import Handling, QueueType, RpcWorker, _Reject
+from ._worker import QueueType, RpcWorker, _Reject
 
 T = TypeVar("T")
 
@@ -67,6 +68,7 @@ _STATUS = {
     "unknown_method": 404,
     "expired": 504,
     "late": 504,
+    "unavailable": 503,
 }
 
 

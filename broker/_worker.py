@@ -35,12 +35,12 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 
+from ._dependency import dependency_unavailable
 from ._errors import HandlerError
 from ._faults import FaultRule, Faults
+from ._handling import Handling, unavailable_reply
 from ._metrics import (
     RPC_DEAD_LETTERED,
-    RPC_HANDLER_DURATION,
-    RPC_HANDLER_IN_FLIGHT,
     RPC_QUEUE_WAIT,
     exemplar,
     labelled,
@@ -50,8 +50,6 @@ from ._telemetry import (
     TRACER,
     messaging_attributes,
     records_nothing,
-    request_logged,
-    span_error,
     wait_attributes,
 )
 from ._wire import (
@@ -91,50 +89,6 @@ class _Reject(Exception):
 
 class _ReplyRefused(Exception):
     """The broker nacked a reply: its request must not be acked as answered."""
-
-
-class Handling:
-    """The bookkeeping of one request on any transport: the in-flight gauge, the handler
-    duration by outcome, the span's status and the request's log line.
-
-    Set ``outcome`` inside the block; it stays ``error`` if the block raises (the reply or
-    the ack failed), and becomes ``cancelled`` if the block is cancelled.
-    """
-
-    def __init__(self, method: str, span: trace.Span, transport: str, queue_wait_ns: int) -> None:
-        self.method = method
-        self.outcome = "error"
-        self._span = span
-        self._transport = transport
-        self._queue_wait_ns = queue_wait_ns
-        self._in_flight = labelled(RPC_HANDLER_IN_FLIGHT, method)
-        self._started = 0
-
-    def __enter__(self) -> Handling:
-        self._in_flight.inc()
-        self._started = time.monotonic_ns()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            self.outcome = "cancelled"
-        self._in_flight.dec()
-        handler_ns = time.monotonic_ns() - self._started
-        labelled(RPC_HANDLER_DURATION, self.method, self.outcome).observe(
-            handler_ns / 1e9, exemplar(self._span)
-        )
-        if self.outcome != "ok":
-            span_error(self._span, self.outcome, f"{self.method}: {self.outcome}")
-        if not request_logged(self.outcome == "ok", self._span):
-            return
-        log.info(
-            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f transport=%s",
-            self.method,
-            self.outcome,
-            handler_ns / 1e6,
-            self._queue_wait_ns / 1e6,
-            self._transport,
-        )
 
 
 class RpcWorker:
@@ -614,6 +568,8 @@ class RpcWorker:
             # a prefetch slot, unacked, until the channel closed.
             raise _Reject("internal", "handler was cancelled") from None
         except Exception as exc:
+            if dependency_unavailable(exc):  # an outage, not a bad request: answered, acked
+                return unavailable_reply(method, exc)
             log.exception("rpc handler failed method=%s", method)
             raise _Reject("internal", f"{type(exc).__name__} in handler") from exc
         try:

@@ -21,6 +21,7 @@ from broker import RpcClient, RpcNotFound, RpcRemoteError
 from episode.contract import LIST, DramaEpisodes, Episode, EpisodeList, ListEpisodes
 from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
 
+from .admission import remaining
 from .problems import DramaNotFound, InvalidParameter
 from .store import Drama, DramaStore
 from .timing import db_time
@@ -30,8 +31,11 @@ MAX_LIMIT = 100
 MAX_ID = 2**63 - 1  # the database's BIGINT; larger ids cannot exist
 
 STORE = web.AppKey("store", DramaStore)
-RPC = web.AppKey("rpc", RpcClient)
+RPC = web.AppKey("rpc", RpcClient)  # the transport (its ping is readiness)
+CALLS = web.AppKey("calls", RpcClient)  # the same, behind the per-method bulkhead and breaker
 TIMEOUT = web.AppKey("rpc_timeout", float)
+# Pre-signed URLs are credentials for a while: no cache (shared or private) may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Stream(msgspec.Struct, frozen=True):
@@ -74,7 +78,9 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def _json(value: msgspec.Struct) -> web.Response:
-    return web.Response(body=_encoder.encode(value), content_type="application/json")
+    return web.Response(
+        body=_encoder.encode(value), content_type="application/json", headers=NO_STORE
+    )
 
 
 def parse_id(raw: str) -> int:
@@ -97,7 +103,7 @@ def encode_cursor(last_id: int) -> str:
 
 def decode_cursor(raw: str | None) -> int | None:
     """The id the next page starts after; the cursor is opaque to clients, versioned for us."""
-    if raw is None:
+    if not raw:  # absent or empty (?cursor=): the first page
         return None
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
@@ -118,8 +124,8 @@ def _check_count(method: str, got: int, asked: int) -> None:
 async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
     if not keys:
         return []
-    reply = await request.app[RPC].call(
-        PRESIGN, Presign(keys=keys), PresignedUrls, timeout=request.app[TIMEOUT]
+    reply = await request.app[CALLS].call(
+        PRESIGN, Presign(keys=keys), PresignedUrls, timeout=remaining(request, request.app[TIMEOUT])
     )
     _check_count(PRESIGN, len(reply.urls), len(keys))
     return reply.urls
@@ -128,11 +134,11 @@ async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
 async def _episodes(
     request: web.Request, drama_ids: list[int], per_drama: int | None
 ) -> Sequence[DramaEpisodes]:
-    reply = await request.app[RPC].call(
+    reply = await request.app[CALLS].call(
         LIST,
         ListEpisodes(drama_ids=drama_ids, per_drama=per_drama),
         EpisodeList,
-        timeout=request.app[TIMEOUT],
+        timeout=remaining(request, request.app[TIMEOUT]),
     )
     _check_count(LIST, len(reply.dramas), len(drama_ids))
     return reply.dramas

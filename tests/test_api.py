@@ -514,9 +514,12 @@ async def test_bad_requests_are_400_problems(
             await api.get("/dramas", limit=limit), 400, "invalid-parameter", "/dramas"
         )
         assert "limit" in body["detail"]
+    # An empty cursor is a string, as the document allows: the first page (issue 19).
+    first = await api.get("/dramas", cursor="")
+    assert first.status == 200
+    assert first.body == (await api.get("/dramas")).body
     for cursor in [
         "garbage",
-        "",
         "!!!",
         _b64("hello"),
         _b64("v2:5"),

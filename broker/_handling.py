@@ -1,0 +1,71 @@
+"""The bookkeeping of one request a worker handles, whatever the transport, and the answer
+to a request whose dependency (the database) is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from opentelemetry import trace
+
+from ._dependency import RepeatedLog
+from ._metrics import RPC_HANDLER_DURATION, RPC_HANDLER_IN_FLIGHT, exemplar, labelled
+from ._telemetry import request_logged, span_error
+from ._wire import encode_error
+
+log = logging.getLogger("broker._worker")  # the worker's lines, under the worker's name
+_outages = RepeatedLog(log)
+
+
+def unavailable_reply(method: str, exc: BaseException) -> tuple[bytes, str]:
+    """The error reply ``unavailable`` (acked, not dead-lettered: the request was valid), and
+    one log line per outage and method every few seconds, not a traceback per request."""
+    _outages.warning(
+        f"{method}:{type(exc).__name__}", f"rpc dependency unavailable method={method}", exc
+    )
+    return encode_error("unavailable", "a dependency of the worker is unavailable"), "unavailable"
+
+
+class Handling:
+    """The bookkeeping of one request on any transport: the in-flight gauge, the handler
+    duration by outcome, the span's status and the request's log line.
+
+    Set ``outcome`` inside the block; it stays ``error`` if the block raises (the reply or
+    the ack failed), and becomes ``cancelled`` if the block is cancelled.
+    """
+
+    def __init__(self, method: str, span: trace.Span, transport: str, queue_wait_ns: int) -> None:
+        self.method = method
+        self.outcome = "error"
+        self._span = span
+        self._transport = transport
+        self._queue_wait_ns = queue_wait_ns
+        self._in_flight = labelled(RPC_HANDLER_IN_FLIGHT, method)
+        self._started = 0
+
+    def __enter__(self) -> Handling:
+        self._in_flight.inc()
+        self._started = time.monotonic_ns()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self.outcome = "cancelled"
+        self._in_flight.dec()
+        handler_ns = time.monotonic_ns() - self._started
+        labelled(RPC_HANDLER_DURATION, self.method, self.outcome).observe(
+            handler_ns / 1e9, exemplar(self._span)
+        )
+        if self.outcome != "ok":
+            span_error(self._span, self.outcome, f"{self.method}: {self.outcome}")
+        if not request_logged(self.outcome == "ok", self._span):
+            return
+        log.info(
+            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f transport=%s",
+            self.method,
+            self.outcome,
+            handler_ns / 1e6,
+            self._queue_wait_ns / 1e6,
+            self._transport,
+        )
