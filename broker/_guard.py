@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ._client import RpcClient
-from ._errors import RpcRemoteUnavailable, RpcTimeout, RpcUnavailable
+from ._errors import RpcRemoteError, RpcRemoteUnavailable, RpcTimeout, RpcUnavailable
 from ._metrics import RPC_BREAKER_STATE, RPC_CLIENT_ERRORS, labelled
 
 T = TypeVar("T")
@@ -50,6 +50,12 @@ class _Method:
             )
         self.state = state
         labelled(RPC_BREAKER_STATE, self.name).set(state)
+
+
+def _answered(guard: _Method) -> None:
+    guard.failures = 0
+    if guard.state != CLOSED:
+        guard.set_state(CLOSED)
 
 
 class GuardedRpcClient:
@@ -94,14 +100,11 @@ class GuardedRpcClient:
         except (RpcTimeout, RpcRemoteUnavailable) as exc:
             self._failed(guard, exc)
             raise
-        except BaseException:
-            if probe:  # the probe ended without telling: let the next call probe
-                guard.probing = False
+        except RpcRemoteError:
+            _answered(guard)  # an error reply is still an answer: the worker is there
             raise
         else:
-            guard.failures = 0
-            if guard.state != CLOSED:
-                guard.set_state(CLOSED)
+            _answered(guard)
             return result
         finally:
             guard.waiting -= 1
@@ -114,7 +117,7 @@ class GuardedRpcClient:
             guard.set_state(HALF_OPEN)
         if guard.state == OPEN or (guard.state == HALF_OPEN and guard.probing):
             labelled(RPC_CLIENT_ERRORS, method, "circuit_open").inc()
-            raise RpcUnavailable(method, "circuit open: the worker has been timing out")
+            raise RpcUnavailable(method, "circuit open: the worker has been failing; retry later")
         if self._max_waiting and guard.waiting >= self._max_waiting:
             labelled(RPC_CLIENT_ERRORS, method, "overloaded").inc()
             raise RpcUnavailable(method, "overloaded: too many calls waiting for this worker")
