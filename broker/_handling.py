@@ -6,16 +6,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.propagators.textmap import Getter
 
 from ._dependency import RepeatedLog
 from ._metrics import RPC_HANDLER_DURATION, RPC_HANDLER_IN_FLIGHT, exemplar, labelled
 from ._telemetry import request_logged, span_error
 from ._wire import encode_error
 
+# Deliveries of one request past which it is dead-lettered (broker._deadletter): a request
+# that kills its worker three times would kill the next one too.
+DELIVERY_LIMIT = 3
+
 log = logging.getLogger("broker._worker")  # the worker's lines, under the worker's name
 _outages = RepeatedLog(log)
+
+
+class _TextHeaders(Getter[Mapping[str, Any]]):
+    """Reads trace context from AMQP headers, ignoring values that are not strings: a
+    ``traceparent`` sent as an integer (or a table, or bytes) is no trace context, and must not
+    crash the request it came with (it gets its reply, under a new trace)."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [key for key, value in carrier.items() if isinstance(value, str)]
+
+
+TEXT_HEADERS = _TextHeaders()
 
 
 def unavailable_reply(method: str, exc: BaseException) -> tuple[bytes, str]:

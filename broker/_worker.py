@@ -35,10 +35,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 
+from ._deadletter import counted_redelivery, dead_letter
 from ._dependency import dependency_unavailable
 from ._errors import HandlerError
 from ._faults import FaultRule, Faults
-from ._handling import Handling, unavailable_reply
+from ._handling import DELIVERY_LIMIT, TEXT_HEADERS, Handling, unavailable_reply
 from ._metrics import (
     RPC_DEAD_LETTERED,
     RPC_QUEUE_WAIT,
@@ -385,7 +386,12 @@ class RpcWorker:
         assert task is not None
         self._inflight.add(task)
         settled = [False]  # acked or rejected: a second answer would close the channel
+        topology, queue = self._topology, self._queue_name
         try:
+            if await counted_redelivery(
+                message, topology.exchange, queue, topology.dead_letter_exchange, DELIVERY_LIMIT
+            ):
+                return
             await self._handle(message, settled)
         except Exception:
             # The reply or the ack failed (the channel is going): the broker redelivers the
@@ -405,7 +411,7 @@ class RpcWorker:
         sent_at = header_int(headers, SENT_AT_NS)
         queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
         # The caller's PRODUCER span is the parent of the wait and of the processing.
-        parent = propagate.extract(headers)
+        parent = propagate.extract(headers, getter=TEXT_HEADERS)
         caller = trace.get_current_span(parent)
         if records_nothing(self._tracer_provider, caller.get_span_context()):
             # Not sampled, or no SDK: no span would be recorded, so none is made. The caller's
@@ -495,16 +501,14 @@ class RpcWorker:
                 reject.error_type,
                 reject.message,
             )
+            dlx, queue = self._topology.dead_letter_exchange, self._queue_name
+            await dead_letter(message, dlx, queue, reject.error_type, reject.message)
             if reject.reply and message.header.properties.reply_to:
-                await self._reply(
-                    message,
-                    encode_error(reject.error_type, reject.message),
-                    time.monotonic_ns() - started,
-                    queue_wait_ns,
-                    ack=False,
-                )
+                error = encode_error(reject.error_type, reject.message)
+                elapsed = time.monotonic_ns() - started
+                await self._reply(message, error, elapsed, queue_wait_ns, ack=True)
             else:
-                await message.channel.basic_reject(_tag(message), requeue=False)
+                await message.channel.basic_ack(_tag(message))
             settled[0] = True
             return reject.error_type
         if body is None:
