@@ -196,6 +196,20 @@ class AmqpRpcClient:
         if not self._ready.is_set():
             raise RpcUnavailable("*", "not connected to the broker")
 
+    async def consumers(self, queue: str) -> int:
+        """How many consumers ``queue`` has now (0 if it does not exist): a passive declare on
+        a channel of its own, which a missing queue closes."""
+        await self.ping()
+        assert self._connection is not None
+        try:
+            async with self._connection.channel() as channel:
+                declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0
+        except _LINK_ERRORS as exc:
+            raise RpcUnavailable("*", "not connected to the broker") from exc
+        return declared.declaration_result.consumer_count or 0
+
     async def wait_ready(self) -> None:
         """Return once calls can be sent (at once, or after the connection has recovered)."""
         await self._ready.wait()

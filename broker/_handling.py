@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import yarl
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 
@@ -21,8 +22,22 @@ from ._wire import encode_error
 # that kills its worker three times would kill the next one too.
 DELIVERY_LIMIT = 3
 
+# Seconds between AMQP heartbeats of a worker's connection. A frozen worker (SIGSTOP, a
+# blocked loop) stops sending them; after two missed beats (~2x this) the broker closes its
+# connection and requeues the requests it had prefetched, to a live worker (docs/rpc.md,
+# "A frozen worker"). RabbitMQ's default, 60 s, would hold them two minutes.
+HEARTBEAT_S = 10
+
 log = logging.getLogger("broker._worker")  # the worker's lines, under the worker's name
 _outages = RepeatedLog(log)
+
+
+def heartbeat_url(url: str) -> str:
+    """``url`` with the worker's heartbeat, unless the URL sets one itself."""
+    parsed = yarl.URL(url)
+    if "heartbeat" in parsed.query:
+        return url
+    return str(parsed.update_query(heartbeat=HEARTBEAT_S))
 
 
 class _TextHeaders(Getter[Mapping[str, Any]]):

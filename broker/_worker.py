@@ -39,7 +39,13 @@ from ._deadletter import counted_redelivery, dead_letter
 from ._dependency import dependency_unavailable
 from ._errors import HandlerError
 from ._faults import FaultRule, Faults
-from ._handling import DELIVERY_LIMIT, TEXT_HEADERS, Handling, unavailable_reply
+from ._handling import (
+    DELIVERY_LIMIT,
+    TEXT_HEADERS,
+    Handling,
+    heartbeat_url,
+    unavailable_reply,
+)
 from ._metrics import (
     RPC_DEAD_LETTERED,
     RPC_QUEUE_WAIT,
@@ -186,7 +192,7 @@ class RpcWorker:
     async def start(self) -> None:
         """Connect, declare the topology and start consuming."""
         self._connection = await aio_pika.connect_robust(
-            self._url,
+            heartbeat_url(self._url),
             reconnect_interval=self._reconnect_interval,
             client_properties={"connection_name": f"{self._queue_name} pid={os.getpid()}"},
         )

@@ -17,9 +17,11 @@ import msgspec
 from aiohttp import web
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from broker import RpcClient, RpcNotFound, RpcRemoteError
+from broker import AmqpRpcClient, RpcClient, RpcNotFound, RpcRemoteError, RpcUnavailable
 from episode.contract import LIST, DramaEpisodes, Episode, EpisodeList, ListEpisodes
+from episode.contract import QUEUE as EPISODE_QUEUE
 from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
+from stream.contract import QUEUE as STREAM_QUEUE
 
 from .admission import remaining
 from .problems import DramaNotFound, InvalidParameter
@@ -205,8 +207,14 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    await request.app[RPC].ping()
     # Probes are not traced (the server span is excluded), and neither is their query.
     with suppress_instrumentation():
         await request.app[STORE].ping()
+    rpc = request.app[RPC]
+    await rpc.ping()
+    if isinstance(rpc, AmqpRpcClient):
+        # A worker queue nobody consumes: every request would wait for its timeout.
+        for method, queue in ((LIST, EPISODE_QUEUE), (PRESIGN, STREAM_QUEUE)):
+            if await rpc.consumers(queue) == 0:
+                raise RpcUnavailable(method, f"no consumer on queue {queue}")
     return web.json_response({"status": "ready"})

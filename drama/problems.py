@@ -128,7 +128,7 @@ def _unavailable(exc: RpcUnavailable) -> str:
     """What a client may know of an unreachable upstream: which method, and why in general."""
     if isinstance(exc, RpcUnroutable):
         reason = "no worker queue is bound to this method"
-    elif exc.message.startswith(("circuit open", "overloaded")):
+    elif exc.message.startswith(("circuit open", "overloaded", "no consumer")):
         reason = exc.message  # our own words (the breaker's, the bulkhead's): nothing internal
     else:
         reason = "the message broker is not reachable"

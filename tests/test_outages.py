@@ -203,6 +203,7 @@ async def _pending(api: Api, count: int) -> None:
 async def test_overload_is_shed_at_once(
     bound: str,
     broker_url: str,
+    media: Media,
     database: Database,
     aiohttp_client: AiohttpClient,
 ) -> None:
@@ -214,6 +215,7 @@ async def test_overload_is_shed_at_once(
     await store.close()
     hold = Hold()
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(stream_service(broker_url, media))
         await stack.enter_async_context(stand_in(broker_url, LIST, hold))
         stack.callback(hold.release.set)
         limits = {"HTTP_MAX_IN_FLIGHT": "3", "RPC_MAX_WAITING": "0"}
@@ -302,3 +304,20 @@ async def test_guard_failures_are_typed() -> None:
             await guard.call("m", {}, dict)
     with pytest.raises(RpcUnavailable, match="circuit open"):
         await guard.call("m", {}, dict)
+
+
+async def test_not_ready_while_a_worker_queue_has_no_consumer(
+    broker_url: str, media: Media, database: Database, aiohttp_client: AiohttpClient
+) -> None:
+    url = await database()
+    await (await DramaStore.open(url)).close()
+    app = create_app(Settings.from_env({"AMQP_URL": broker_url, "DATABASE_URL": url}))
+    api = await Api.open(await aiohttp_client(app))
+    # No queue at all yet, then a queue whose worker is gone.
+    body = assert_problem(await api.get("/readyz"), 503, "upstream-unavailable", "/readyz")
+    assert "no consumer on queue rpc.episode" in body["detail"]
+    async with stream_service(broker_url, media), stand_in(broker_url, LIST, Hold()):
+        assert (await api.get("/readyz")).status == 200
+    body = assert_problem(await api.get("/readyz"), 503, "upstream-unavailable", "/readyz")
+    assert "no consumer on queue rpc.episode" in body["detail"]
+    assert (await api.get("/healthz")).status == 200
