@@ -1,0 +1,308 @@
+"""The fault matrix: the stack as processes (``loadtest.stack``), open-loop load running
+(``loadtest.runner``), one fault each, and what the clients saw asserted.
+
+Every case: no request hung (none past its deadline + 1 s, no client timeout), every answer
+one of the documented statuses, failures fast once noticed (a 503 in milliseconds), the system
+serving again after the fault, and nothing dead-lettered without its reason. The overload case
+measures the capacity first, in the same test, then offers twice that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiohttp
+import msgspec
+import pytest
+
+from loadtest.load import discover
+from loadtest.recorder import Recorder
+from loadtest.runner import closed_loop, open_loop
+from loadtest.schedule import constant_arrivals, parse_mix, plan, requests
+from loadtest.stack import Stack
+from loadtest.supervise import supervise
+from tests.conftest import StackConfigFactory
+from tests.test_api import rabbitmqctl
+
+DEADLINE_S = 1.0  # REQUEST_TIMEOUT_MS of these stacks
+ENV = {
+    "OTEL_TRACES_EXPORTER": "none",
+    "RPC_TIMEOUT_MS": str(int(DEADLINE_S * 1000)),
+    "BREAKER_COOLDOWN_MS": "300",
+    "FAULTS_ENABLED": "false",
+    "CACHE_TTL_MS": "0",
+}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class ByOutcome(Recorder):
+    """A :class:`Recorder` that also keeps each outcome's latencies."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, scenario: str, outcome: int | str, seconds: float) -> None:
+        super().add(scenario, outcome, seconds)
+        self.latencies[str(outcome)].append(seconds)
+
+    def count(self, outcome: str) -> int:
+        return len(self.latencies.get(outcome, []))
+
+    def p99(self, outcome: str) -> float:
+        values = sorted(self.latencies.get(outcome, []))
+        return values[min(len(values) - 1, int(len(values) * 0.99))] if values else 0.0
+
+    @property
+    def worst(self) -> float:
+        return max((max(v) for v in self.latencies.values() if v), default=0.0)
+
+
+async def load(
+    base_url: str,
+    rate: float,
+    duration: float,
+    fault: Callable[[], Awaitable[None]] | None = None,
+    *,
+    fault_at: float = 1.0,
+) -> ByOutcome:
+    """Open-loop GET /dramas/{id} at ``rate`` for ``duration`` s; ``fault`` runs at
+    ``fault_at`` s into it."""
+    recorder = ByOutcome()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        catalogue = await discover(session, base_url)
+        source = requests(parse_mix("detail=1"), catalogue, random.Random(19))  # noqa: S311 - a load schedule
+        shots = plan(constant_arrivals(rate, duration), source)
+        sending = asyncio.create_task(
+            open_loop(
+                session,
+                base_url,
+                shots,
+                warmup=0,
+                timeout=10,
+                max_in_flight=10_000,
+                recorder=recorder,
+                progress=lambda: None,
+            )
+        )
+        if fault is not None:
+            await asyncio.sleep(fault_at)  # when in the schedule the fault strikes
+            await fault()
+        await sending
+    return recorder
+
+
+def assert_bounded(result: ByOutcome, allowed: set[str]) -> None:
+    """Nothing hung, every answer documented, 503s fast."""
+    outcomes = set(result.latencies)
+    assert outcomes <= allowed, {k: len(v) for k, v in result.latencies.items()}
+    assert result.worst <= DEADLINE_S + 1, result.worst
+    if result.count("503") >= 10:
+        assert result.p99("503") < 0.25, result.p99("503")
+
+
+async def serving_again(base_url: str) -> None:
+    """Ready again, and a request succeeds (bounded)."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(45):
+        while True:
+            async with session.get(f"{base_url}/readyz") as ready:
+                if ready.status == 200:
+                    async with session.get(f"{base_url}/dramas/1") as response:
+                        if response.status == 200:
+                            return
+            await asyncio.sleep(0.2)  # polling a remote process's readiness
+
+
+async def dead_letters(amqp_url: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue("rpc.dead", passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return []
+        messages = []
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            messages.append(message)
+        return messages
+
+
+def reason(message: aio_pika.abc.AbstractIncomingMessage) -> str:
+    """The worker's reason, or RabbitMQ's (x-death) for what the broker dead-lettered."""
+    headers = message.headers or {}
+    if "x-dead-letter-reason" in headers:
+        return str(headers["x-dead-letter-reason"])
+    deaths = headers.get("x-death")
+    assert isinstance(deaths, list)
+    first = deaths[0]
+    assert isinstance(first, dict)
+    return str(first["reason"])
+
+
+async def assert_dead_letters_explained(amqp_url: str, allowed: set[str]) -> None:
+    """Every dead letter has a reason, and only these (a request that expired is no loss:
+    its caller had its answer already)."""
+    reasons = [reason(m) for m in await dead_letters(amqp_url)]
+    assert set(reasons) <= allowed, reasons
+
+
+@pytest.fixture
+async def running(stack_config: StackConfigFactory) -> AsyncIterator[Stack]:
+    async with Stack(stack_config(env=ENV)) as stack:
+        yield stack
+
+
+def _signal(stack: Stack, name: str, signum: int) -> None:
+    os.kill(stack.processes[name].pid, signum)
+
+
+async def test_worker_kill_9_is_noticed_and_restarted(running: Stack) -> None:
+    base = running.config.base_url
+    messages: list[str] = []
+    keeper = asyncio.create_task(supervise(running, ["episode"], say=messages.append))
+    try:
+        old = running.processes["episode"].pid
+
+        async def kill() -> None:
+            _signal(running, "episode", signal.SIGKILL)
+
+        result = await load(base, rate=40, duration=5, fault=kill)
+        assert_bounded(result, {"200", "503", "504"})
+        assert result.count("503") > 0  # the breaker (or no consumer) made failures fast
+        await serving_again(base)
+        assert running.processes["episode"].pid != old
+        assert any("episode exited with status -9" in m for m in messages), messages
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    await assert_dead_letters_explained(running.config.amqp_url, {"expired"})
+
+
+async def test_frozen_worker_fails_fast_then_recovers(running: Stack) -> None:
+    base = running.config.base_url
+
+    async def freeze() -> None:
+        _signal(running, "stream", signal.SIGSTOP)
+        await asyncio.sleep(2.5)  # frozen this long, while the load runs
+        _signal(running, "stream", signal.SIGCONT)
+
+    result = await load(base, rate=40, duration=5, fault=freeze)
+    assert_bounded(result, {"200", "503", "504"})
+    assert result.count("503") > result.count("504")  # the breaker, not a timeout each
+    assert result.count("200") > 0
+    await serving_again(base)
+    await assert_dead_letters_explained(running.config.amqp_url, {"expired"})
+
+
+@pytest.mark.parametrize("fault", ["connection-cut", "permissions-revoked", "queue-deleted"])
+async def test_broker_faults(fault: str, running: Stack, vhost: str) -> None:
+    base, amqp_url = running.config.base_url, running.config.amqp_url
+
+    async def strike() -> None:
+        if fault == "connection-cut":
+            await rabbitmqctl("close_all_connections", "-p", vhost, "fault matrix: cut")
+        elif fault == "permissions-revoked":
+            await rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+            await rabbitmqctl("close_all_connections", "-p", vhost, "fault matrix: revoked")
+            await asyncio.sleep(1.5)  # the outage lasts this long
+            await rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        else:
+            connection = await aio_pika.connect(amqp_url)
+            async with connection:
+                channel = await connection.channel()
+                await channel.queue_delete("rpc.stream")
+
+    result = await load(base, rate=40, duration=5, fault=strike)
+    assert_bounded(result, {"200", "503", "504"})
+    assert result.count("200") > 0
+    await serving_again(base)
+    await assert_dead_letters_explained(amqp_url, {"expired"})
+
+
+async def test_poison_messages_are_answered_or_explained(running: Stack) -> None:
+    base, amqp_url = running.config.base_url, running.config.amqp_url
+    replies: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def poison() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            reply_queue = await channel.declare_queue(exclusive=True)
+            exchange = await channel.get_exchange("rpc")
+            good = msgspec.json.encode({"drama_ids": [1]})
+            cases: list[tuple[bytes, dict[str, Any], str | None]] = [
+                (b"{not json", {}, reply_queue.name),
+                (b'{"drama_ids": "one"}', {}, reply_queue.name),
+                (good, {"traceparent": 42, "x-sent-at-ns": "later"}, reply_queue.name),
+                (good, {}, None),  # no reply_to: cannot be answered
+            ]
+            for body, headers, reply_to in cases:
+                await exchange.publish(
+                    aio_pika.Message(body, headers=headers, reply_to=reply_to, correlation_id="p"),
+                    routing_key="episode.list",
+                )
+            async with reply_queue.iterator(timeout=10) as it:
+                for _ in range(3):
+                    message = await anext(it)
+                    await message.ack()
+                    replies.append(message)
+
+    result = await load(base, rate=40, duration=4, fault=poison)
+    assert_bounded(result, {"200"})  # the valid traffic did not notice
+    kinds = sorted(
+        "result" if "result" in (body := msgspec.json.decode(m.body)) else body["error"]["type"]
+        for m in replies
+    )
+    assert kinds == ["bad_request", "bad_request", "result"]
+    dead = await dead_letters(amqp_url)
+    assert sorted(reason(m) for m in dead) == ["bad_request", "bad_request", "bad_request"]
+    assert all(m.headers.get("x-dead-letter-detail") for m in dead)
+
+
+async def test_twice_the_capacity_sheds_fast_and_keeps_goodput(running: Stack) -> None:
+    """Capacity measured here (closed loop, 32 users), then 2x offered open loop."""
+    base = running.config.base_url
+    capacity_run = ByOutcome()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        catalogue = await discover(session, base)
+        source = requests(parse_mix("detail=1"), catalogue, random.Random(1))  # noqa: S311 - a load schedule
+        started = time.monotonic()
+        await closed_loop(
+            session,
+            base,
+            source,
+            concurrency=32,
+            duration=4,
+            warmup=1,
+            timeout=10,
+            recorder=capacity_run,
+            progress=lambda: None,
+        )
+        measured = time.monotonic() - started - 1
+    capacity = capacity_run.count("200") / measured
+    assert capacity > 20, capacity
+
+    duration = 6.0
+    result = await load(base, rate=2 * capacity, duration=duration)
+    goodput = result.count("200") / duration
+    print(
+        f"capacity {capacity:.0f}/s; at {2 * capacity:.0f}/s offered: goodput {goodput:.0f}/s, "
+        f"503 {result.count('503')} (p99 {result.p99('503') * 1000:.1f} ms), "
+        f"worst {result.worst * 1000:.0f} ms"
+    )
+    assert set(result.latencies) <= {"200", "503", "504"}
+    assert result.worst <= DEADLINE_S + 1
+    assert result.count("503") > 0
+    assert result.p99("503") < 0.05
+    assert goodput >= 0.8 * capacity
+    await assert_dead_letters_explained(running.config.amqp_url, {"expired"})
