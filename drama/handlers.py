@@ -78,6 +78,15 @@ class DramaPage(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
+# Exactly the cursors this API hands out: unpadded base64url of "v1:" and 1-18 digits (every id
+# below 10^18). Each 3 ASCII digits encode to 4 characters from these classes, 1 or 2 digits
+# left over to 2 or 3. The OpenAPI document states this pattern, and the handler checks it, so
+# that what the document calls valid is what the server accepts (schemathesis checks both ways).
+_3 = "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]"
+_1, _2 = "(?:[MN][AQgw]|O[AQ])", "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]"
+CURSOR_PATTERN = f"^(?:djE6(?:{_3}){{0,5}}(?:{_3}|{_1}|{_2}))?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
 
 def _json(value: msgspec.Struct) -> web.Response:
     return web.Response(
@@ -107,6 +116,8 @@ def decode_cursor(raw: str | None) -> int | None:
     """The id the next page starts after; the cursor is opaque to clients, versioned for us."""
     if not raw:  # absent or empty (?cursor=): the first page
         return None
+    if not _CURSOR.match(raw):
+        raise InvalidParameter("cursor is not one this API handed out")
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):

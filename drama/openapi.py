@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .handlers import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, DramaDetail, DramaPage
+from .handlers import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, DramaDetail, DramaPage
 
 _PROBLEM = {
     "type": "object",
@@ -87,8 +87,9 @@ def build_document() -> dict[str, Any]:
                         {
                             "name": "cursor",
                             "in": "query",
-                            "description": "next_cursor of the previous page; opaque.",
-                            "schema": {"type": "string"},
+                            "description": "next_cursor of the previous page; opaque. "
+                            "Empty or absent: the first page.",
+                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
                         },
                     ],
                     "responses": {
