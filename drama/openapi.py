@@ -45,7 +45,10 @@ def _ok(schema: str, description: str) -> dict[str, Any]:
 
 _UPSTREAM = {
     "502": _problem("A worker replied with an error."),
-    "503": _problem("A worker, the broker or the database is not reachable; retry later."),
+    "503": _problem(
+        "Too many requests in flight, or a worker, the broker or the database is not "
+        "reachable; retry after Retry-After seconds."
+    ),
     "504": _problem("A worker did not answer within RPC_TIMEOUT_MS."),
 }
 _STATUS = {
