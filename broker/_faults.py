@@ -159,6 +159,41 @@ class Faults:
         return faulty
 
 
+def instance() -> str:
+    """This process among its replicas, as an operator finds it: ``<host>-<pid>`` (in a pod, the
+    host name is the pod's)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def control_queue_name(control_exchange: str, queue: str) -> str:
+    """The private control queue of a worker of ``queue``: whose it is, in its name (the
+    management UI shows ``rpc.control.episode.<host>-<pid>``, not ``amq.gen-...``)."""
+    return f"{control_exchange}.{queue.removeprefix('rpc.')}.{instance()}"
+
+
+async def answer_control(
+    channel: aio_pika.abc.AbstractChannel, faults: Faults, request: aio_pika.abc.AbstractMessage
+) -> None:
+    """Send the rules now active to the control message's sender, if it asked for them.
+
+    Not mandatory: the answer goes to the sender's direct reply-to, which RabbitMQ (before 4.x)
+    returns as unroutable to a mandatory publish even when it delivered it, and which is gone
+    once the sender stopped waiting; either way there is nothing for the worker to do, and a
+    returned answer would be logged as an unhandled message.
+    """
+    if not request.reply_to:
+        return
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            msgspec.json.encode(faults.ack()),
+            content_type=CONTENT_TYPE,
+            correlation_id=request.correlation_id,
+        ),
+        routing_key=request.reply_to,
+        mandatory=False,
+    )
+
+
 async def send_fault_rule(
     url: str,
     rule: FaultRule,
@@ -175,7 +210,9 @@ async def send_fault_rule(
     acks: list[FaultAck] = []
     enough = asyncio.Event()
     correlation_id = uuid.uuid4().hex
-    connection = await aio_pika.connect(url)
+    connection = await aio_pika.connect(
+        url, client_properties={"connection_name": f"loadtest fault {instance()}"}
+    )
     async with connection:
         channel = await connection.channel()
         control = await channel.declare_exchange(

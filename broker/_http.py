@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -392,12 +394,14 @@ class WorkerSettings:
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
-    def rpc_worker(self, queue: str) -> RpcWorker:
+    def rpc_worker(self, queue: str, service: str | None = None) -> RpcWorker:
         """The worker of ``queue`` as these settings say; register its methods, then serve it
-        with :func:`serving_worker`."""
+        with :func:`serving_worker`. ``service`` names its broker connection."""
+        instance = f"{socket.gethostname()}-{os.getpid()}"
         return RpcWorker(
             self.amqp_url,
             queue,
+            connection_name=f"{service} {queue} {instance}" if service else None,
             prefetch=self.prefetch,
             queue_type=self.queue_type,
             faults=self.faults_enabled,

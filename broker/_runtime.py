@@ -11,13 +11,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from ._env import Env
+from ._env import Env, VariableListing
 from ._errors import ConfigError
 from ._telemetry import REQUEST_LOG_CHOICES, configure_tracing, set_request_log
 
@@ -97,11 +97,37 @@ class _ServiceSettings(Protocol):
 S = TypeVar("S", bound=_ServiceSettings)
 
 
+def _process_settings(env: Env) -> tuple[str, str, int]:
+    """What every service's process reads beside its settings: event loop, request log, GC."""
+    return (
+        env.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
+        env.choice("REQUEST_LOG", "errors", REQUEST_LOG_CHOICES),
+        env.integer("GC_GEN0_THRESHOLD", 20_000, low=0, high=10_000_000),
+    )
+
+
+def environment_help(settings: Callable[[Mapping[str, str]], object]) -> str:
+    """The variables ``settings`` and the process read, with defaults: ``--help``'s epilog."""
+    listing = VariableListing()
+    settings(listing)
+    _process_settings(Env(listing))
+    lines = ["environment variables (default; allowed values):"]
+    for variable in listing.variables.values():
+        default = variable.default or "unset"
+        allowed = f"; {variable.allowed}" if variable.allowed else ""
+        lines.append(f"  {variable.name:<24} {default}{allowed}")
+    lines.append(
+        f"  {'OTEL_*':<24} the OpenTelemetry SDK's: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_TRACES_SAMPLER..."
+    )
+    return "\n".join(lines)
+
+
 def service_main(
     *,
     service: str,
     description: str,
-    settings: Callable[[], S],
+    settings: Callable[[Mapping[str, str]], S],
     serve: Callable[[S, TracerProvider | None], object],
     seed: Callable[[S, argparse.Namespace], Coroutine[Any, Any, None]],
     seed_help: str,
@@ -110,29 +136,38 @@ def service_main(
 ) -> int:
     """The ``__main__`` of a service: ``python -m <pkg>`` serves, ``python -m <pkg> seed`` seeds.
 
-    Reads the settings once (a bad variable: one line on stderr, exit 2), sets up logging, and
-    for serving sets up tracing from the ``OTEL_*`` variables and flushes it on the way out.
-    ``serve`` blocks until the service has stopped.
+    Reads the settings once from ``os.environ`` (a bad variable: one line on stderr, exit 2),
+    sets up logging, and for serving sets up tracing from the ``OTEL_*`` variables and flushes
+    it on the way out. ``serve`` blocks until the service has stopped. ``--help`` lists the
+    variables ``settings`` reads, with their defaults.
     """
     parser = argparse.ArgumentParser(
-        prog=f"python -m {service.split('-', maxsplit=1)[0]}", description=description
+        prog=f"python -m {service.split('-', maxsplit=1)[0]}",
+        description=description.replace("``", ""),  # reST literals read as plain text
+        epilog=environment_help(settings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command")
-    seeder = commands.add_parser("seed", help=seed_help)
+    commands = parser.add_subparsers(dest="command", title="commands (none: serve)")
+    seeder = commands.add_parser(
+        "seed",
+        help=seed_help,
+        description=seed_help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     if seed_arguments is not None:
         seed_arguments(seeder)
     args = parser.parse_args(argv)
     try:
-        loaded = settings()
+        loaded = settings(os.environ)
         configure_logging(service, loaded.log_level)
-        env = Env(os.environ)
-        use_event_loop(env.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")))
-        set_request_log(env.choice("REQUEST_LOG", "errors", REQUEST_LOG_CHOICES))
+        event_loop, request_log, gc_threshold = _process_settings(Env(os.environ))
+        use_event_loop(event_loop)
+        set_request_log(request_log)
         if args.command == "seed":
             asyncio.run(seed(loaded, args))
             return 0
         provider = configure_tracing(service, os.environ)
-        tune_gc(env.integer("GC_GEN0_THRESHOLD", 20_000, low=0, high=10_000_000))
+        tune_gc(gc_threshold)
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         return 2

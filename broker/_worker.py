@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pamqp.commands import Basic
 from ._deadletter import counted_redelivery, dead_letter
 from ._dependency import dependency_unavailable
 from ._errors import HandlerError
-from ._faults import FaultRule, Faults
+from ._faults import FaultRule, Faults, answer_control, control_queue_name, instance
 from ._handling import (
     DELIVERY_LIMIT,
     TEXT_HEADERS,
@@ -118,8 +117,12 @@ class RpcWorker:
         reconnect_interval: float = 1.0,
         tracer_provider: trace.TracerProvider | None = None,
         faults: bool = False,
+        connection_name: str | None = None,
     ) -> None:
         """``faults=True`` listens for fault-injection rules on the control exchange.
+
+        ``connection_name``: what the broker's management UI calls the connection (default:
+        ``<queue> <host>-<pid>``); services pass ``<service> <queue> <host>-<pid>``.
 
         ``publisher_confirms=True`` waits for the broker to confirm each reply before acking its
         request, and dead-letters the request if the broker nacks the reply. Off by default: a
@@ -147,6 +150,7 @@ class RpcWorker:
         self._consuming = asyncio.Lock()  # one consumer at a time (see _consume_locked)
         self._recovery: asyncio.Task[None] | None = None
         self._faults = Faults(queue, prefetch) if faults else None
+        self._connection_name = connection_name or f"{queue} {instance()}"
         self._consumer_tag: str | None = None
 
     def register(
@@ -194,7 +198,7 @@ class RpcWorker:
         self._connection = await aio_pika.connect_robust(
             heartbeat_url(self._url),
             reconnect_interval=self._reconnect_interval,
-            client_properties={"connection_name": f"{self._queue_name} pid={os.getpid()}"},
+            client_properties={"connection_name": self._connection_name},
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
@@ -250,6 +254,7 @@ class RpcWorker:
             self._topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
         queue = await channel.declare_queue(
+            control_queue_name(self._topology.control_exchange, self._queue_name),
             exclusive=True,
             auto_delete=True,
             arguments={"x-dead-letter-exchange": self._topology.dead_letter_exchange},
@@ -277,15 +282,7 @@ class RpcWorker:
                 self._faults.prefetch,
                 msgspec.json.encode(self._faults.rules).decode(),
             )
-            if message.reply_to:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        msgspec.json.encode(self._faults.ack()),
-                        content_type=CONTENT_TYPE,
-                        correlation_id=message.correlation_id,
-                    ),
-                    routing_key=message.reply_to,
-                )
+            await answer_control(self._channel, self._faults, message)
         await message.ack()
 
     async def _set_prefetch(self, prefetch: int) -> None:

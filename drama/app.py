@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -94,5 +96,8 @@ def rpc_client(settings: Settings) -> AmqpRpcClient | HttpRpcClient:
         urls = {"episode.": settings.episode_rpc_url, "stream.": settings.stream_rpc_url}
         return HttpRpcClient(urls, timeout=timeout)
     return AmqpRpcClient(
-        settings.amqp_url, timeout=timeout, publisher_confirms=settings.rpc_publisher_confirms
+        settings.amqp_url,
+        timeout=timeout,
+        publisher_confirms=settings.rpc_publisher_confirms,
+        connection_name=f"drama-service rpc-client {socket.gethostname()}-{os.getpid()}",
     )

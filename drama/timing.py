@@ -59,6 +59,10 @@ def mark_synthetic(request: web.Request) -> None:
         context = propagate.extract(request.headers)
         if baggage.get_baggage("synthetic", context) == "true":
             trace.get_current_span().set_attribute("synthetic", True)
+        # The load run's id, for `python -m loadtest analyze --run`; bounded, it is client input.
+        run = baggage.get_baggage("loadtest.run", context)
+        if run:
+            trace.get_current_span().set_attribute("loadtest.run", str(run)[:64])
 
 
 @web.middleware

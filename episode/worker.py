@@ -39,7 +39,7 @@ class Procedures:
 
 
 def build_worker(settings: Settings, store: EpisodeStore) -> RpcWorker:
-    worker = settings.worker.rpc_worker(QUEUE)
+    worker = settings.worker.rpc_worker(QUEUE, "episode-service")
     procedures = Procedures(store, settings.cache_ttl_ms / 1000)
     worker.register(LIST, ListEpisodes, procedures.list_episodes)
     return worker

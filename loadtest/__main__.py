@@ -11,19 +11,20 @@ import sys
 
 COMMANDS = {
     "analyze": ("loadtest.analyze", "critical path and latency breakdown of traces"),
-    "bench": ("loadtest.bench", "the benchmark behind `make bench`"),
+    "bench": ("loadtest.bench", "the benchmark behind make bench"),
     "compare": ("loadtest.compare", "the same request over the queue and over HTTP"),
     "fault": ("loadtest.fault", "inject or clear a fault in the running workers"),
     "load": ("loadtest.load", "open- or closed-loop load on the HTTP API"),
     "scale": ("loadtest.scale", "cost per request as the catalogue and time grow"),
     "sink": ("loadtest.sink", "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines"),
-    "stack": ("loadtest.stack", "the local stack behind `make run`"),
+    "stack": ("loadtest.stack", "the local stack behind make run"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m loadtest <command> [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_module, help_) in COMMANDS.items()]
+    lines += ["", "python -m loadtest <command> --help: the command's options and their defaults"]
     return "\n".join(lines)
 
 

@@ -18,11 +18,11 @@ RPC round trip at concurrency 1: the project's client and worker (``loadtest.ech
 a handler that does nothing), on the event loop the services use (``EVENT_LOOP``, uvloop by
 default), against the reference's raw aiormq client and worker, the floor.
 
-Prints medians over the rounds and their ratios to the bare minimum; judges the issue's targets
-on the median of the ratios taken within each round, and shows an interval that holds that
-median with 90% confidence or more, and the range of the rounds; writes everything as JSON,
-and a plot when matplotlib is installed. Everything shares the 2 cores: compare ratios within
-one run, not absolutes across runs.
+Prints medians over the rounds and their ratios to the bare minimum; judges its targets
+(docs/performance.md) on the median of the ratios taken within each round, and shows an
+interval that holds that median with 90% confidence or more, and the range of the rounds;
+writes everything as JSON, and a plot when matplotlib is installed. Everything shares the 2
+cores: compare ratios within one run, not absolutes across runs.
 
 Many short rounds rather than a few long ones (12 of 2 s by default): the machine's speed
 drifts over tens of seconds, so the two sides of a ratio are measured closer together. On the
@@ -59,6 +59,7 @@ from typing import Any
 
 from broker import AmqpRpcClient, use_event_loop
 
+from . import cli
 from .analyze import percentile
 from .echo_worker import METHOD as ECHO
 from .echo_worker import Ask, Episodes
@@ -390,7 +391,7 @@ def per_round(result: dict[str, Any], kind: str, key: str, a: str, b: str) -> li
 
 
 def verdicts(result: dict[str, Any]) -> list[tuple[str, list[float], str]]:
-    """The issue's targets: (what, the ratio in each round, target such as ">= 0.80").
+    """The targets (docs/performance.md): (what, the ratio in each round, target such as ">= 0.80").
 
     Each ratio is taken within a round and the verdict is on their median: drift on a shared
     machine moves both sides of a pair alike, which a ratio of two medians over all the rounds
@@ -538,11 +539,11 @@ def report(result: dict[str, Any]) -> str:
     lines.append("")
     if summary["targets"]:
         lines += [
-            "targets (issue 7): the median of the ratios taken within each round",
+            "targets: the median of the ratios taken within each round",
             "  (an interval that holds it with 90% confidence or more; the range of the rounds)",
         ]
     else:
-        lines.append("targets (issue 7): not judged, for want of off, 10% and 100% in this run")
+        lines.append("targets: not judged, for want of off, 10% and 100% in this run")
     for what, judged in summary["targets"].items():
         value, target = judged["median"], judged["target"]
         if value is None:
@@ -617,26 +618,31 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest bench", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument(
-        "--instances", type=int, default=2, help="copies of each variant, each driven every round"
+def parser() -> cli.Parser:
+    parser = cli.Parser("python -m loadtest bench", __doc__)
+    add = parser.add_argument
+    add("--rounds", type=cli.integer(1, 1000), default=12, help="rounds of every variant")
+    add(
+        "--instances",
+        type=cli.integer(1, 8),
+        default=2,
+        help="copies of each variant, each driven every round",
     )
-    parser.add_argument("--rpc-calls", type=int, default=500, help="a round, each side")
-    parser.add_argument("--connections", type=int, default=50, help="wrk -c (the reference: 50)")
-    parser.add_argument("--seconds", type=int, default=2, help="wrk -d, a variant a round")
-    parser.add_argument("--http-port", type=int, default=8180)
-    parser.add_argument("--s3-port", type=int, default=9180)
-    parser.add_argument(
+    add("--rpc-calls", type=cli.integer(1, 1_000_000), default=500, help="a round, each side")
+    add("--connections", type=cli.integer(1, 10_000), default=50, help="wrk -c (the reference: 50)")
+    add("--seconds", type=cli.integer(1, 3600), default=2, help="wrk -d, a variant a round")
+    add("--http-port", type=cli.integer(1024, 65000), default=8180, help="first port of the stacks")
+    add("--s3-port", type=cli.integer(1024, 65000), default=9180, help="first embedded S3 port")
+    add(
         "--reference",
         type=Path,
-        default=Path(os.environ.get("REFERENCE_BENCH", DEFAULT_REFERENCE)),
-        help="the reference-bench directory (default ../shared/reference-bench)",
+        default=None,
+        help="the reference-bench directory (default: $REFERENCE_BENCH, else "
+        "../shared/reference-bench)",
     )
-    parser.add_argument("--json", type=Path, default=Path(".run/bench.json"))
-    parser.add_argument("--plot", type=Path, default=Path(".run/bench.png"))
-    parser.add_argument(
+    add("--json", type=cli.new_file, default=Path(".run/bench.json"), help="the result")
+    add("--plot", type=cli.new_file, default=Path(".run/bench.png"), help="the plot")
+    add(
         "--variant",
         action="append",
         default=[],
@@ -644,18 +650,33 @@ def main(argv: list[str] | None = None) -> int:
         help="an extra project variant, for an A/B of a setting (say off-asyncio:"
         "OTEL_SDK_DISABLED=true,EVENT_LOOP=asyncio); repeatable",
     )
-    parser.add_argument("--only", help="run only these variants of the project (comma-separated)")
-    args = parser.parse_args(argv)
+    add("--only", help="run only these variants of the project (comma-separated)")
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (exit 2 on a bad one)."""
+    p = parser()
+    args = p.parse_args(argv)
+    args.reference = args.reference or Path(os.environ.get("REFERENCE_BENCH", DEFAULT_REFERENCE))
     args.variants = dict(VARIANTS)
     for spec in args.variant:
         name, _, assignments = spec.partition(":")
-        args.variants[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        pairs = [a.split("=", 1) for a in assignments.split(",") if a]
+        if not name or any(len(pair) != 2 for pair in pairs):
+            p.error(f"argument --variant: must be NAME:VAR=VALUE,..., not {spec!r}")
+        args.variants[name] = dict(pairs)
     if args.only:
         args.variants = {k: v for k, v in args.variants.items() if k in args.only.split(",")}
-    if args.rounds < 1 or args.instances < 1:
-        parser.error("--rounds and --instances must be 1 or more")
+        if not args.variants:
+            p.error(f"argument --only: names no variant of {', '.join(VARIANTS)}")
     if args.instances * len(args.variants) > MAX_STACKS:  # their ports run into the others'
-        parser.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
+        p.error(f"at most {MAX_STACKS} stacks: --instances times the variants")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     (args.json.parent / "bench").mkdir(parents=True, exist_ok=True)
     if not (args.reference / "http_app.py").exists():
         print(

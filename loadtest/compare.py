@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import cli
 from .analyze import analyze, select
 from .bench import broker_pid, cpu_us
 from .stack import Stack, StackConfig, StackError, vhost
@@ -161,19 +162,32 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest compare", description=__doc__)
+def parser() -> cli.Parser:
+    parser = cli.Parser("python -m loadtest compare", __doc__)
+    rate = cli.number(0, 10_000, low_open=True)
     parser.add_argument(
         "--rates",
-        type=lambda text: [float(r) for r in text.split(",")],
+        type=lambda text: [rate(r) for r in text.split(",")],
         default=[20.0, 60.0, 120.0],
-        help="arrival rates, requests a second (default 20,60,120)",
+        help="arrival rates, requests a second, comma-separated (default 20,60,120)",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="each run's measured time")
-    parser.add_argument("--sampling", type=float, default=1.0, help="trace sampling ratio")
-    parser.add_argument("--http-port", type=int, default=8280, help="first of 8 ports used")
-    parser.add_argument("--json", type=Path, default=Path(".run/compare.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--seconds", type=cli.number(0, 3600, low_open=True), default=10.0, help="each run's time"
+    )
+    parser.add_argument(
+        "--sampling", type=cli.number(0, 1), default=1.0, help="trace sampling ratio"
+    )
+    parser.add_argument(
+        "--http-port", type=cli.integer(1024, 65000), default=8280, help="first of 8 ports used"
+    )
+    parser.add_argument(
+        "--json", type=cli.new_file, default=Path(".run/compare.json"), help="the result"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     (args.json.parent / "compare").mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(compare(args))

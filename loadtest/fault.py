@@ -14,44 +14,79 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
+import aiormq
 import msgspec
 
 from broker import FaultRule, redact_url, send_fault_rule
 
+from . import cli
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtest fault",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def parser() -> cli.Parser:
+    parser = cli.Parser("python -m loadtest fault", __doc__)
+    parser.add_argument(
+        "--amqp-url",
+        type=cli.amqp_url,
+        default=None,
+        help=f"the broker (default: $AMQP_URL, else {DEFAULT_AMQP_URL})",
     )
     parser.add_argument(
-        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        "--exchange", type=cli.name, default="rpc.control", help="the control exchange"
     )
-    parser.add_argument("--exchange", default="rpc.control", help="the control exchange")
-    parser.add_argument("--queue", help="only the workers of this queue (rpc.episode, rpc.stream)")
-    parser.add_argument("--method", help="only this method (episode.list, stream.presign)")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="added handler time")
+    parser.add_argument(
+        "--queue", type=cli.name, help="only the workers of this queue (rpc.episode, rpc.stream)"
+    )
+    parser.add_argument(
+        "--method", type=cli.name, help="only this method (episode.list, stream.presign)"
+    )
+    parser.add_argument(
+        "--delay-ms", type=cli.number(0, 600_000), default=0.0, help="added handler time"
+    )
     parser.add_argument(
         "--delay",
         choices=("fixed", "uniform", "exponential"),
         default="fixed",
         help="fixed, uniform on [0, 2x], or exponential with that mean",
     )
-    parser.add_argument("--error-rate", type=float, default=0.0, help="0..1 answered 'injected'")
-    parser.add_argument("--db-delay-ms", type=float, default=0.0, help="added to each statement")
-    parser.add_argument("--prefetch", type=int, help="the worker's prefetch (lower: congestion)")
+    parser.add_argument(
+        "--error-rate", type=cli.number(0, 1), default=0.0, help="share answered 'injected'"
+    )
+    parser.add_argument(
+        "--db-delay-ms", type=cli.number(0, 600_000), default=0.0, help="added to each statement"
+    )
+    parser.add_argument(
+        "--prefetch", type=cli.integer(1, 65535), help="the worker's prefetch (lower: congestion)"
+    )
     parser.add_argument("--clear", action="store_true", help="remove the selected rules")
-    parser.add_argument("--expect", type=int, help="return once this many workers answered")
-    parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for answers")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--expect", type=cli.integer(1, 10_000), help="return once this many workers answered"
+    )
+    parser.add_argument(
+        "--wait",
+        type=cli.number(0, 600, low_open=True),
+        default=2.0,
+        help="seconds to wait for answers",
+    )
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    args = parser().parse_args(argv)
+    args.amqp_url = args.amqp_url or os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except SystemExit as exc:  # a bad option (said on stderr), or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         fields = {
             "queue": args.queue,
@@ -71,11 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     except msgspec.ValidationError as exc:
         print(f"fault: {exc}", file=sys.stderr)
         return 2
-    acks = asyncio.run(
-        send_fault_rule(
-            args.amqp_url, rule, exchange=args.exchange, expect=args.expect, wait=args.wait
+    # aiormq logs a failed connect at length; the one line below says it.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    try:
+        acks = asyncio.run(
+            send_fault_rule(
+                args.amqp_url, rule, exchange=args.exchange, expect=args.expect, wait=args.wait
+            )
         )
-    )
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        return cli.fail(
+            "fault",
+            f"{redact_url(args.amqp_url)}: {exc!r}: is RabbitMQ running, and are --amqp-url "
+            "(or AMQP_URL) and its user right?",
+        )
     if not acks:
         print(
             f"fault: no worker answered on {redact_url(args.amqp_url)}: are they running with "

@@ -31,6 +31,19 @@ COLOURS = {
     "residual": "#ccb974",
 }
 TOP = 15  # service:operation rows shown
+# What each category of the breakdown means, for the HTML report's key and the docs.
+CATEGORY_KEY = {
+    "app": "the services' own code: handlers, (de)serialisation, the event loop",
+    "db": "database statements, as the SQL driver's spans time them",
+    "s3": "object-store calls (presigning, or S3 requests)",
+    "queue_wait": "a request waiting in a RabbitMQ queue for a worker to take it",
+    "reply_wait": "a reply travelling back from the worker to the caller",
+    "broker": "publishing to RabbitMQ until it confirmed, and a call's time not otherwise "
+    "explained",
+    "mesh": "time inside Envoy/Istio sidecar proxies",
+    "network": "HTTP on the wire: a client span's time around its remote server span",
+    "residual": "a call whose callee left no span: nothing explains that time",
+}
 
 
 def _rows(document: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
@@ -152,6 +165,10 @@ td:not(:first-child), th:not(:first-child) {
 }
 img { max-width: 100%; }
 .bottleneck { font-size: 1.2em; padding: 0.5em 1em; background: #fdf2e9; }
+.slowest td:first-child, .slowest td:nth-child(2) { text-align: left; }
+td.nowrap, td code { white-space: nowrap; }
+dl.key dt { font-weight: bold; float: left; clear: left; width: 7em; }
+dl.key dd { margin-left: 8em; }
 """
 
 
@@ -177,15 +194,89 @@ p99 {duration["p99_ms"]:.3f} ms, mean {duration["mean_ms"]:.3f} ms.</p>
 {_html_table(CATEGORY_HEAD, categories)}
 <h2>Critical path</h2>
 {_html_table(PATH_HEAD, path)}
+{_run_sections(document)}
 </body></html>
 """
 
 
-def write(report: Report, plot: Path | None, page: Path | None) -> None:
-    """``--plot`` and ``--html``: the PNG, the page, or both from one document and one drawing."""
+def _trace_link(trace_id: str | None, template: str | None, short: bool = False) -> str:
+    """The id (its first 8 digits if ``short``, the whole on hover), linked by ``template``."""
+    if trace_id is None:
+        return "-"
+    shown = trace_id[:8] if short else trace_id
+    text = f'<code title="{html.escape(trace_id)}">{html.escape(shown)}</code>'
+    if template is None:
+        return text
+    return f'<a href="{html.escape(template.format(trace_id=trace_id))}">{text}</a>'
+
+
+def _comparison_html(comparison: dict[str, Any], template: str | None) -> str:
+    head = "".join(f"<th>p{q} ms</th><th>change</th><th>traces</th>" for q in (50, 95, 99))
+    rows = []
+    for name, figures in [("duration", comparison["duration"]), *comparison["categories"].items()]:
+        cells = "".join(
+            f'<td class="nowrap">{f["baseline_ms"]:.3f} &rarr; {f["ms"]:.3f}</td>'
+            f"<td>{f['change_ms']:+.3f}</td>"
+            f'<td class="nowrap">{_trace_link(f["baseline_trace"], template, short=True)} &rarr; '
+            f"{_trace_link(f['trace'], template, short=True)}</td>"
+            for f in (figures[f"p{q}"] for q in (50, 95, 99))
+        )
+        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    return (
+        f"<h2>Change from run {html.escape(comparison['baseline_run'])} "
+        f"({comparison['baseline_traces']} traces) to "
+        f"{html.escape(comparison['run'] or 'the selection')} ({comparison['traces']} traces)</h2>"
+        "<p>Baseline &rarr; now at each percentile; the traces nearest each figure, baseline "
+        "&rarr; now.</p>"
+        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _run_sections(document: dict[str, Any]) -> str:
+    """The selection, the baseline comparison, the slowest traces and the key of categories."""
+    template = document.get("trace_url")
+    parts = []
+    selection = document.get("selection")
+    if selection:
+        said = [f"{k} {v}" for k, v in selection.items() if v and k != "incomplete_traces"]
+        if said:
+            parts.append(f"<p>Selected: {html.escape(', '.join(said))}.</p>")
+        if selection.get("incomplete_traces"):
+            parts.append(
+                f"<p>{selection['incomplete_traces']} traces looked incomplete (a parent span or "
+                "the root missing).</p>"
+            )
+    if "baseline" in document:
+        parts.append(_comparison_html(document["baseline"], template))
+    if document.get("slowest"):
+        rows = "".join(
+            f"<tr><td>{_trace_link(t['trace_id'], template)}</td><td>{html.escape(t['root'])}</td>"
+            f"<td>{t['duration_ms']:.3f}</td><td>{html.escape(t['top_category'])}</td></tr>"
+            for t in document["slowest"]
+        )
+        parts.append(
+            '<h2>Slowest traces</h2><table class="slowest"><thead><tr><th>trace</th>'
+            "<th>root</th><th>ms</th><th>largest category</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    key = "".join(
+        f"<dt>{html.escape(name)}</dt><dd>{html.escape(CATEGORY_KEY.get(name, name))}</dd>"
+        for name in document["categories"]
+    )
+    parts.append(f'<h2>Key</h2><dl class="key">{key}</dl>')
+    return "\n".join(parts)
+
+
+def write(
+    report: Report, plot: Path | None, page: Path | None, extra: dict[str, Any] | None = None
+) -> None:
+    """``--plot`` and ``--html``: the PNG, the page, or both from one document and one drawing.
+
+    ``extra``: the selection, slowest traces, baseline comparison and trace link of the page.
+    """
     if plot is None and page is None:
         return
-    document = report.to_json(per_trace=False)
+    document = report.to_json(per_trace=False) | (extra or {})
     image = png(report, document)
     if plot is not None:
         plot.write_bytes(image)

@@ -1,6 +1,6 @@
 """``python -m loadtest scale``: does the cost of a request stay put as the catalogue and time grow?
 
-Three checks of issue 7, each printed with its verdict:
+Three checks, each printed with its verdict:
 
 - **a page against a detail**: CPU per request (every process, from /proc) of
   ``GET /dramas?limit=20`` over ``GET /dramas/{id}``: at most 3;
@@ -26,6 +26,7 @@ from typing import Any
 
 from drama.handlers import encode_cursor
 
+from . import cli
 from .bench import Target, broker_pid
 from .bench import wrk as bench_wrk
 from .stack import Stack, StackConfig, StackError, vhost
@@ -151,13 +152,18 @@ def verdicts(result: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
     return rows
 
 
+def parser() -> cli.Parser:
+    parser = cli.Parser("python -m loadtest scale", __doc__)
+    add = parser.add_argument
+    add("--seconds", type=cli.integer(1, 3600), default=5, help="each wrk run")
+    add("--requests", type=cli.integer(1000, 10_000_000), default=100_000, help="memory check")
+    add("--http-port", type=cli.integer(1024, 65000), default=8680, help="first of the ports used")
+    add("--json", type=cli.new_file, default=Path(".run/scale.json"), help="the result")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest scale", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
-    parser.add_argument("--requests", type=int, default=100_000, help="for the memory check")
-    parser.add_argument("--http-port", type=int, default=8680)
-    parser.add_argument("--json", type=Path, default=Path(".run/scale.json"))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     (args.json.parent / "scale").mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(scale(args))

@@ -58,9 +58,12 @@ def parse_mix(text: str) -> dict[str, float]:
         name, sep, weight = part.strip().partition("=")
         if name not in SCENARIOS or not sep:
             raise ValueError(f"mix entries are NAME=WEIGHT with NAME one of {SCENARIOS}: {part!r}")
-        mix[name] = float(weight)
-        if mix[name] < 0:
-            raise ValueError(f"a weight cannot be negative: {part!r}")
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise ValueError(f"a weight is a number: {part!r}") from None
+        if not 0 <= mix[name] <= 1e6:  # NaN too
+            raise ValueError(f"a weight is a number from 0 to 1e6: {part!r}")
     if sum(mix.values()) <= 0:
         raise ValueError(f"the mix {text!r} has no positive weight")
     return mix
@@ -111,10 +114,21 @@ def sweep_rates(start: float, stop: float, factor: float) -> list[float]:
     return rates
 
 
+MAX_IDS = 1_000_000
+
+
 def parse_ids(text: str) -> list[int]:
-    """``1-20,35`` -> the ids 1 to 20 and 35."""
+    """``1-20,35`` -> the ids 1 to 20 and 35 (positive, ranges low-high, a million at most)."""
     ids: list[int] = []
     for part in text.split(","):
         low, sep, high = part.strip().partition("-")
-        ids.extend(range(int(low), int(high) + 1) if sep else [int(low)])
+        try:
+            first, last = int(low), int(high if sep else low)
+        except ValueError:
+            raise ValueError(f"ids are N or LOW-HIGH, comma-separated: {part!r}") from None
+        if not 1 <= first <= last:
+            raise ValueError(f"ids are positive, ranges from low to high: {part!r}")
+        if len(ids) + last - first + 1 > MAX_IDS:
+            raise ValueError(f"more than {MAX_IDS:,} ids: {text!r}")
+        ids.extend(range(first, last + 1))
     return ids

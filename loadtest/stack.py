@@ -9,10 +9,10 @@ benchmark start the same :class:`Stack`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,6 +24,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
+
+from . import cli, preflight
+from .traces import rotated_set
 
 # What each process logs once it serves (the embedded S3 prints it on stdout).
 READY = {
@@ -158,7 +161,8 @@ class Stack:
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
         if self.sinks_spans:
             # This run's spans only: a file that grew over many runs mixes them up.
-            self.config.spans_path.unlink(missing_ok=True)
+            for path in rotated_set(self.config.spans_path):
+                path.unlink(missing_ok=True)
             await self.start_process(
                 "sink",
                 "loadtest.sink",
@@ -306,6 +310,16 @@ def check_broker(amqp_url: str) -> None:
         ) from None
 
 
+def venv_python() -> str:
+    """This interpreter as a command that works where it is printed: the venv's, relative to
+    the current directory when it is inside it (``.venv/bin/python``)."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
+
+
 def _message(line: str) -> str:
     """The message of a JSON log line, or the line itself."""
     if not line.startswith("{"):
@@ -323,10 +337,12 @@ async def _run(config: StackConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
+    python = venv_python()
     async with Stack(config) as stack:
         base = config.base_url
         traces = (
-            f"Traces: {config.spans_path} (python -m loadtest analyze --input {config.spans_path})"
+            f"Traces: {config.spans_path} ({python} -m loadtest analyze --input "
+            f"{config.spans_path} --last 5m)"
             if stack.sinks_spans
             else "Traces: sent to OTEL_EXPORTER_OTLP_ENDPOINT"
             if "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ
@@ -340,7 +356,8 @@ async def _run(config: StackConfig) -> None:
             f"  curl {base}/readyz\n"
             f"  curl {base}/metrics   (workers: :{config.episode_metrics_port}/metrics, "
             f":{config.stream_metrics_port}/metrics)\n"
-            f"Inject a fault: python -m loadtest fault --method stream.presign --delay-ms 50\n"
+            f"Load: {python} -m loadtest load --url {base} --duration 10 --run-id try1\n"
+            f"Inject a fault: {python} -m loadtest fault --method stream.presign --delay-ms 50\n"
             f"{traces}\n"
             f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
             flush=True,
@@ -356,30 +373,64 @@ async def _run(config: StackConfig) -> None:
             await keeper
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.stack", description=__doc__)
-    parser.add_argument("--http-port", type=int, default=8080)
-    parser.add_argument("--s3-port", type=int, default=9000)
-    parser.add_argument("--workdir", type=Path, default=Path(".run"))
-    parser.add_argument("--dramas", type=int, default=None, help="seed a generated catalogue")
-    parser.add_argument(
+def _ports(config: StackConfig, sinks: bool) -> list[preflight.Port]:
+    ports = [
+        preflight.Port(
+            config.http_port, "drama-service's HTTP", "--http-port (make run HTTP_PORT=)"
+        ),
+        preflight.Port(config.s3_port, "the embedded S3", "--s3-port"),
+        preflight.Port(config.episode_metrics_port, "episode metrics", "--episode-metrics-port"),
+        preflight.Port(config.stream_metrics_port, "stream metrics", "--stream-metrics-port"),
+    ]
+    if sinks and config.sink_port:
+        ports.append(preflight.Port(config.sink_port, "the OTLP sink", "--sink-port"))
+    if config.transport == "http":
+        ports.append(preflight.Port(config.episode_rpc_port, "episode RPC over HTTP", "(fixed)"))
+        ports.append(preflight.Port(config.stream_rpc_port, "stream RPC over HTTP", "(fixed)"))
+    return ports
+
+
+def _preflight(config: StackConfig) -> list[str]:
+    sinks = Stack(config).sinks_spans
+    urls = [config.drama_database_url, config.episode_database_url]
+    return asyncio.run(
+        preflight.problems(config.amqp_url, _ports(config, sinks), config.workdir, urls)
+    )
+
+
+def parser() -> cli.Parser:
+    parser = cli.Parser("python -m loadtest.stack", __doc__)
+    add = parser.add_argument
+    add("--http-port", type=cli.PORT, default=8080, help="drama-service's port")
+    add("--s3-port", type=cli.PORT, default=9000, help="the embedded S3's port")
+    add("--episode-metrics-port", type=cli.PORT, default=9101, help="episode /metrics port")
+    add("--stream-metrics-port", type=cli.PORT, default=9102, help="stream /metrics port")
+    add("--workdir", type=Path, default=Path(".run"), help="logs, SQLite files and spans")
+    add("--dramas", type=cli.integer(1, 1_000_000), default=None, help="seed a generated catalogue")
+    add(
         "--transport",
         choices=("amqp", "http"),
         default="amqp",
         help="how drama-service calls the workers (http: they serve RPC on :9111 and :9112)",
     )
-    parser.add_argument(
+    add(
         "--sink-port",
-        type=int,
+        type=cli.PORT_OR_ZERO,
         default=4318,
         help="without OTEL_EXPORTER_OTLP_ENDPOINT, keep the spans with an OTLP sink on this "
         "port in WORKDIR/spans.jsonl (0: do not export spans)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     config = StackConfig(
         amqp_url=os.environ.get("AMQP_URL", StackConfig.amqp_url),
         http_port=args.http_port,
         s3_port=args.s3_port,
+        episode_metrics_port=args.episode_metrics_port,
+        stream_metrics_port=args.stream_metrics_port,
         workdir=args.workdir,
         seed_dramas=args.dramas,
         transport=args.transport,
@@ -388,10 +439,23 @@ def main(argv: list[str] | None = None) -> int:
         # On a laptop every request's line is wanted, with its trace id (services: errors).
         env={"REQUEST_LOG": os.environ.get("REQUEST_LOG") or "sampled"},
     )
+    debug = os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+    if not debug:  # aiormq logs a failed connect at length; the check's one line says it
+        logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
+        found = _preflight(config)
+        for problem in found:
+            print(f"make run: {problem}", file=sys.stderr)
+        if found:
+            return 1
         asyncio.run(_run(config))
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"make run: {exc!r} (LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
         return 1
     return 0
 

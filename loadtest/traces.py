@@ -215,6 +215,16 @@ def within(traces: Iterable[Trace], window: tuple[int, int]) -> list[Trace]:
     return [t for t in traces if window[0] <= min(s.start_us for s in t.spans) <= window[1]]
 
 
+def rotated_set(path: Path) -> list[Path]:
+    """``path`` and the files the sink rotated it into, oldest first: ..., FILE.2, FILE.1, FILE."""
+    rotated = []
+    number = 1
+    while (older := path.with_name(f"{path.name}.{number}")).exists():
+        rotated.append(older)
+        number += 1
+    return [*reversed(rotated), *([path] if path.exists() or not rotated else [])]
+
+
 def load_traces(paths: Iterable[Path | str]) -> list[Trace]:
     """Every trace in the files; a trace split across files (or sink batches) is joined."""
     return group(span for path in paths for span in file_spans(Path(path)))

@@ -103,7 +103,7 @@ class Procedures:
 
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
-    worker = settings.worker.rpc_worker(QUEUE)
+    worker = settings.worker.rpc_worker(QUEUE, "stream-service")
     procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
     worker.register(PRESIGN, Presign, procedures.presign)
     return worker

@@ -177,8 +177,8 @@ def test_a_round_of_several_copies_is_their_mean_and_their_errors_summed() -> No
 @pytest.mark.parametrize(
     ("argv", "error"),
     [
-        (["--instances", "0"], "--rounds and --instances must be 1 or more"),
-        (["--rounds", "0"], "--rounds and --instances must be 1 or more"),
+        (["--instances", "0"], "argument --instances: must be a whole number >= 1"),
+        (["--rounds", "0"], "argument --rounds: must be a whole number >= 1"),
         (["--instances", "7"], "at most 40 stacks"),  # 6 variants by default: 42
     ],
 )

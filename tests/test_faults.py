@@ -204,7 +204,7 @@ async def test_cli_reports_the_workers_answers(
     assert queue_name in out
     assert '"t.echo":{"method":"t.echo","delay_ms":5.0}' in out
     assert await cli("--error-rate", "2") == 2  # validated before sending
-    assert "error_rate" in capsys.readouterr().err
+    assert "--error-rate: must be a number >= 0 and <= 1" in capsys.readouterr().err
     assert await cli("--queue", "rpc.none", "--wait", "0.2") == 1
     assert "no worker answered" in capsys.readouterr().err
 
