@@ -659,8 +659,8 @@ async def test_not_ready_while_the_broker_connection_is_lost(
     hold = Hold()
     rpc_timeout_ms = 10_000
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(stream_service(broker_url, media))
-        await stack.enter_async_context(stand_in(broker_url, LIST, hold))
+        stream = await stack.enter_async_context(stream_service(broker_url, media))
+        stand = await stack.enter_async_context(stand_in(broker_url, LIST, hold))
         stack.callback(hold.release.set)
         api = await start_api(rpc_timeout_ms=rpc_timeout_ms)
         rpc = api.app[handlers.RPC]
@@ -690,6 +690,10 @@ async def test_not_ready_while_the_broker_connection_is_lost(
         await rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         async with asyncio.timeout(20):
             await rpc.wait_ready()
+            # Readiness also wants a consumer on each worker queue: the workers reconnect on
+            # their own schedule.
+            while not (stream.ready and stand.ready):  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.05)
         assert (await api.get("/readyz")).status == 200
         # The whole path works again: the stand-in, reconnected too, now answers at once.
         hold.release.set()

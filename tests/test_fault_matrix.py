@@ -32,6 +32,8 @@ from loadtest.stack import Stack
 from loadtest.supervise import supervise
 from tests.conftest import StackConfigFactory
 from tests.test_api import rabbitmqctl
+from tests.test_outages import Database, bring_up, take_down
+from tests.test_outages import database as database  # noqa: PLC0414 - a fixture used here
 
 DEADLINE_S = 1.0  # REQUEST_TIMEOUT_MS of these stacks
 ENV = {
@@ -40,6 +42,9 @@ ENV = {
     "BREAKER_COOLDOWN_MS": "300",
     "FAULTS_ENABLED": "false",
     "CACHE_TTL_MS": "0",
+    # Sized for the 1 s deadline (docs/rpc.md): ~250/s x 0.25 s of queueing at most.
+    "HTTP_MAX_IN_FLIGHT": "64",
+    "RPC_MAX_WAITING": "48",
 }
 
 pytestmark = pytest.mark.timeout(120)
@@ -309,3 +314,29 @@ async def test_twice_the_capacity_sheds_fast_and_keeps_goodput(running: Stack) -
     assert result.p99("503") < 0.2
     assert goodput >= 0.8 * capacity
     await assert_dead_letters_explained(running.config.amqp_url, {"expired"})
+
+
+async def test_databases_refusing_connections(
+    stack_config: StackConfigFactory, database: Database
+) -> None:
+    """drama-service's and episode-service's PostgreSQL databases (of this test) go down for
+    2 s under load: fast 503s, nothing dead-lettered, serving again after."""
+    drama_url, episode_url = await database(), await database()
+    config = stack_config(env=ENV, drama_database_url=drama_url, episode_database_url=episode_url)
+    async with Stack(config):
+        base = config.base_url
+
+        async def outage() -> None:
+            await take_down(episode_url)
+            await asyncio.sleep(1)  # the worker's database alone, then both
+            await take_down(drama_url)
+            await asyncio.sleep(1)
+            await bring_up(drama_url)
+            await bring_up(episode_url)
+
+        result = await load(base, rate=40, duration=5, fault=outage)
+        assert_bounded(result, {"200", "503"})
+        assert result.count("503") > 0
+        assert result.p99("503") < 0.25
+        await serving_again(base)
+        assert await dead_letters(config.amqp_url) == []
