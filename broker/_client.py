@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from ._deadletter import keep_unroutable
 from ._errors import (
     RpcError,
     RpcNotFound,
@@ -155,6 +156,7 @@ class AmqpRpcClient:
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
+        self._keeping: set[asyncio.Task[None]] = set()  # unroutable requests on their way to keep
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -181,6 +183,10 @@ class AmqpRpcClient:
             await channel.declare_exchange(
                 self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
             )
+            # Where returned (unroutable) requests are kept, as the workers declare it.
+            await channel.declare_exchange(
+                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+            )
             await self._consume_replies()
         except BaseException:
             await self._connection.close()
@@ -190,6 +196,9 @@ class AmqpRpcClient:
         """Fail pending calls and close the connection."""
         self._ready.clear()
         self._fail_pending("client closed")
+        for task in self._keeping:
+            task.cancel()
+        await asyncio.gather(*self._keeping, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()
 
@@ -373,6 +382,7 @@ class AmqpRpcClient:
             # publish result; aio-pika's return callbacks are not re-hooked after a reconnect,
             # so this is the one place that sees every return.
             if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+                self._keep(confirmation)
                 span_error(span, "unroutable", "no queue bound")
                 raise RpcUnroutable(method, "no worker queue is bound to this method")
         finally:
@@ -445,7 +455,16 @@ class AmqpRpcClient:
 
         channel._on_return_frame = on_return  # type: ignore[method-assign]
 
+    def _keep(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """Keep a returned request in the dead letters, with the reason ``unroutable``."""
+        task = asyncio.get_running_loop().create_task(
+            keep_unroutable(message, self._topology.dead_letter_exchange)
+        )
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
     def _on_returned(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._keep(message)
         pending = self._pending.get(message.header.properties.correlation_id or "")
         if pending is not None and not pending[1].done():
             method, future = pending

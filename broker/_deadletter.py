@@ -29,6 +29,7 @@ import copy
 import logging
 
 import aiormq
+import aiormq.exceptions
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
@@ -36,7 +37,15 @@ from ._metrics import RPC_DEAD_LETTERED
 from ._publish import publish
 from ._wire import header_int
 
-__all__ = ["DETAIL", "QUEUE", "REASON", "REDELIVERIES", "counted_redelivery", "dead_letter"]
+__all__ = [
+    "DETAIL",
+    "QUEUE",
+    "REASON",
+    "REDELIVERIES",
+    "counted_redelivery",
+    "dead_letter",
+    "keep_unroutable",
+]
 
 REASON = "x-dead-letter-reason"
 DETAIL = "x-dead-letter-detail"
@@ -105,3 +114,15 @@ async def counted_redelivery(
         await _publish(message, exchange, message.routing_key or "", properties)
     await message.channel.basic_ack(tag)
     return True
+
+
+async def keep_unroutable(message: DeliveredMessage, exchange: str) -> None:
+    """A request the broker returned (no queue bound to its method) goes to the dead letters
+    with the reason ``unroutable``, counted; its caller has its 503 already. Best effort: a
+    channel that is going loses it, as it loses the call."""
+    method = message.routing_key or ""
+    RPC_DEAD_LETTERED.labels("(unroutable)", "unroutable").inc()
+    try:
+        await dead_letter(message, exchange, "", "unroutable", f"no queue bound to {method!r}")
+    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        log.warning("unroutable request not kept method=%s: %r", method, exc)

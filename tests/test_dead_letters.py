@@ -4,10 +4,13 @@ back (it crashes its worker) is bounded, and malformed headers still get a reply
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 import msgspec
+import pytest
 
-from broker import RpcWorker, Topology
+from broker import AmqpRpcClient, RpcUnroutable, RpcWorker, Topology
 from tests.test_rpc import Ask, Service, dead_letters, start_worker
 from tests.test_rpc import client as client  # noqa: PLC0414 - fixtures used here
 from tests.test_rpc import service as service  # noqa: PLC0414
@@ -118,3 +121,17 @@ async def test_every_dead_letter_says_why(
         assert message.headers["x-dead-letter-detail"]
         assert message.headers["x-dead-letter-queue"] == queue_name
         assert message.expiration is None  # a dead letter does not expire on its way
+
+
+async def test_unroutable_requests_fail_fast_and_are_kept(
+    worker: RpcWorker, client: AmqpRpcClient, amqp_url: str, topology: Topology
+) -> None:
+    with pytest.raises(RpcUnroutable):
+        await client.call("t.nobody", Ask(3), dict)
+    # The returned request is kept, with its reason, once the client has published it there.
+    async with asyncio.timeout(5):
+        while not (dead := await dead_letters(amqp_url, topology)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert [m.routing_key for m in dead] == ["t.nobody"]
+    assert dead[0].headers["x-dead-letter-reason"] == "unroutable"
+    assert msgspec.json.decode(dead[0].body) == {"value": 3, "block": False}
