@@ -10,10 +10,11 @@ measures the capacity first, in the same test, then offers twice that.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
-import time
+import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -274,46 +275,79 @@ async def test_poison_messages_are_answered_or_explained(running: Stack) -> None
     assert all(m.headers.get("x-dead-letter-detail") for m in dead)
 
 
-async def test_twice_the_capacity_sheds_fast_and_keeps_goodput(running: Stack) -> None:
-    """Capacity measured here (closed loop, 32 users), then 2x offered open loop."""
-    base = running.config.base_url
-    capacity_run = ByOutcome()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        catalogue = await discover(session, base)
-        source = requests(parse_mix("detail=1"), catalogue, random.Random(1))  # noqa: S311 - a load schedule
-        started = time.monotonic()
-        await closed_loop(
-            session,
-            base,
-            source,
-            concurrency=32,
-            duration=4,
-            warmup=1,
-            timeout=10,
-            recorder=capacity_run,
-            progress=lambda: None,
-        )
-        measured = time.monotonic() - started - 1
-    capacity = capacity_run.count("200") / measured
-    assert capacity > 20, capacity
+async def test_twice_the_capacity_sheds_fast_and_keeps_goodput(
+    stack_config: StackConfigFactory,
+) -> None:
+    """Capacity measured here (closed loop, 32 users), then 2x offered open loop, with the
+    default deadline (3 s): 64 in flight is ~0.3 s of queueing at this machine's capacity."""
+    deadline = 3.0
+    env = ENV | {"RPC_TIMEOUT_MS": str(int(deadline * 1000))}
+    async with Stack(stack_config(env=env)) as running:
+        await _overload(running, deadline)
 
-    duration = 6.0
-    result = await load(base, rate=2 * capacity, duration=duration)
-    goodput = result.count("200") / duration
+
+async def _overload(running: Stack, deadline: float) -> None:
+    base = running.config.base_url
+    # The load runs in a process of its own, as a client would: on a busy machine, sharing
+    # the test's event loop would make the generator, not the server, the bottleneck.
+    capacity = (await _probe(base, "capacity"))["rate_ok"]
+    assert capacity > 20, capacity
+    result = await _probe(base, "overload", str(2 * capacity))
+    goodput = result["rate_ok"]
     print(
         f"capacity {capacity:.0f}/s; at {2 * capacity:.0f}/s offered: goodput {goodput:.0f}/s, "
-        f"503 {result.count('503')} (p99 {result.p99('503') * 1000:.1f} ms), "
-        f"worst {result.worst * 1000:.0f} ms"
+        f"503 {result['counts'].get('503', 0)} (p99 {result['p99_503'] * 1000:.1f} ms), "
+        f"worst {result['worst'] * 1000:.0f} ms"
     )
-    assert set(result.latencies) <= {"200", "503", "504"}
-    assert result.worst <= DEADLINE_S + 1
-    assert result.count("503") > 0
+    assert set(result["counts"]) <= {"200", "503", "504"}
+    assert result["worst"] <= deadline + 1
+    assert result["counts"].get("503", 0) > 0
     # Measured from each request's intended send time, generator and drama's loop lag
     # included, on a machine the whole stack shares: 9 ms p50, 78-90 ms p99 on 2 busy cores
     # (docs/rpc.md, "Overload"); bounded well under the deadline rather than at 50 ms.
-    assert result.p99("503") < 0.2
+    assert result["p99_503"] < 0.2
     assert goodput >= 0.8 * capacity
     await assert_dead_letters_explained(running.config.amqp_url, {"expired"})
+
+
+async def _probe(base: str, *args: str) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.overload_probe", base, *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def probe_main(base: str, mode: str, rate: str | None = None) -> dict[str, Any]:
+    """``python -m tests.overload_probe``: capacity (closed loop) or 2x (open loop)."""
+    if mode == "capacity":
+        recorder = ByOutcome()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            catalogue = await discover(session, base)
+            source = requests(parse_mix("detail=1"), catalogue, random.Random(1))  # noqa: S311
+            await closed_loop(
+                session,
+                base,
+                source,
+                concurrency=32,
+                duration=4,
+                warmup=1,
+                timeout=10,
+                recorder=recorder,
+                progress=lambda: None,
+            )
+        return {"rate_ok": recorder.count("200") / 4}
+    assert rate is not None
+    duration = 6.0
+    result = await load(base, rate=float(rate), duration=duration)
+    return {
+        "rate_ok": result.count("200") / duration,
+        "counts": {k: len(v) for k, v in result.latencies.items()},
+        "p99_503": result.p99("503"),
+        "worst": result.worst,
+    }
 
 
 async def test_databases_refusing_connections(
