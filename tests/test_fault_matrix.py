@@ -46,6 +46,7 @@ ENV = {
     # Sized for the 1 s deadline (docs/rpc.md): ~250/s x 0.25 s of queueing at most.
     "HTTP_MAX_IN_FLIGHT": "64",
     "RPC_MAX_WAITING": "48",
+    "HTTP_IDLE_TIMEOUT_S": "2",
 }
 
 pytestmark = pytest.mark.timeout(120)
@@ -374,3 +375,32 @@ async def test_databases_refusing_connections(
         assert result.p99("503") < 0.25
         await serving_again(base)
         assert await dead_letters(config.amqp_url) == []
+
+
+async def test_slow_or_oversized_headers_are_cut_off(running: Stack) -> None:
+    """Slowloris: a connection that trickles its headers is closed at HTTP_IDLE_TIMEOUT_S (2 s
+    here), while the service keeps answering; a header past 8190 bytes is refused."""
+    port = running.config.http_port
+    slow = []
+    for _ in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /dramas/1 HTTP/1.1\r\nHost: x\r\n")
+        slow.append((reader, writer))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{running.config.base_url}/healthz") as response:
+            assert response.status == 200
+        async with session.get(
+            f"{running.config.base_url}/dramas/1", headers={"X-Big": "a" * 9000}
+        ) as response:
+            assert response.status in (400, 431)
+    try:
+        for reader, writer in slow:
+            writer.write(b"X-Slow: 1\r\n")  # still sending, never finishing
+            async with asyncio.timeout(5):  # closed by the server, or this fails
+                assert b"200 OK" not in await reader.read()
+    finally:
+        for _, writer in slow:
+            writer.close()
+    assert loop.time() - started < 2 + 3
