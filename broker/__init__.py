@@ -46,6 +46,7 @@ from ._telemetry import (
     request_logged,
     set_request_log,
 )
+from ._tls import amqp_url, amqp_url_from_env
 from ._wire import Topology
 from ._worker import QueueType, RpcWorker
 
@@ -82,6 +83,8 @@ __all__ = [
     "Topology",
     "Unavailable",
     "WorkerSettings",
+    "amqp_url",
+    "amqp_url_from_env",
     "collect_timings",
     "configure_logging",
     "configure_tracing",

@@ -45,6 +45,7 @@ from ._errors import (
 from ._handling import Handling
 from ._metrics import serving_metrics
 from ._telemetry import TRACER, CallTiming
+from ._tls import amqp_url_from_env
 from ._wire import (
     CONTENT_TYPE,
     HANDLER_NS,
@@ -382,7 +383,7 @@ class WorkerSettings:
         """The variables, with this service's defaults for ``PREFETCH`` and ``METRICS_PORT``."""
         queue_type = env.choice("RPC_QUEUE_TYPE", "classic", ("classic", "quorum"))
         return cls(
-            amqp_url=env.text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+            amqp_url=amqp_url_from_env(env),
             prefetch=env.integer("PREFETCH", prefetch, low=1, high=65535),
             metrics_port=env.integer("METRICS_PORT", metrics_port, low=1, high=65535),
             faults_enabled=env.flag("FAULTS_ENABLED", default=False),

@@ -78,6 +78,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([database, rpc])
     app.router.add_get("/dramas", handlers.list_dramas, name="list_dramas")
     app.router.add_get("/dramas/{id}", handlers.get_drama, name="get_drama")
+    app.router.add_get(
+        "/dramas/{id}/episodes/{number}/playlist.m3u8",
+        handlers.get_playlist,
+        name="get_playlist",
+    )
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     app.router.add_get("/readyz", handlers.readyz, name="readyz")
     app.router.add_get("/openapi.json", openapi, name="openapi")

@@ -20,7 +20,15 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from broker import AmqpRpcClient, RpcClient, RpcNotFound, RpcRemoteError, RpcUnavailable
 from episode.contract import LIST, DramaEpisodes, Episode, EpisodeList, ListEpisodes
 from episode.contract import QUEUE as EPISODE_QUEUE
-from stream.contract import PRESIGN, Presign, PresignedUrl, PresignedUrls
+from stream.contract import (
+    PLAYLIST,
+    PRESIGN,
+    Presign,
+    PresignedUrl,
+    PresignedUrls,
+    SignedPlaylist,
+    SignPlaylist,
+)
 from stream.contract import QUEUE as STREAM_QUEUE
 
 from .admission import remaining
@@ -41,8 +49,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Stream(msgspec.Struct, frozen=True):
-    url: str
+    url: str  # the playlist object, pre-signed; its segments are not (use ``playlist``)
     expires_at: str
+    playlist: str  # this API's path of the playlist with every segment pre-signed
 
 
 class EpisodeOut(msgspec.Struct, frozen=True):
@@ -165,8 +174,41 @@ async def get_drama(request: web.Request) -> web.Response:
         raise DramaNotFound(f"no drama with id {drama_id}")
     (listing,) = await _episodes(request, [drama_id], None)
     urls = await _streams(request, [e.media_key for e in listing.episodes])
-    episodes = [_episode(e, u) for e, u in zip(listing.episodes, urls, strict=True)]
+    episodes = [_episode(drama_id, e, u) for e, u in zip(listing.episodes, urls, strict=True)]
     return _json(DramaDetail(**_fields(drama, listing.total), episodes=episodes))
+
+
+PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+
+
+def playlist_path(drama_id: int, number: int) -> str:
+    return f"/dramas/{drama_id}/episodes/{number}/playlist.m3u8"
+
+
+async def get_playlist(request: web.Request) -> web.Response:
+    """An episode's HLS playlist, every segment pre-signed by stream-service (``stream.playlist``).
+
+    Two RPCs in sequence, as for a drama: ``episode.list`` finds the episode's media key (the
+    key never leaves the backend), ``stream.playlist`` reads and signs that playlist.
+    """
+    drama_id = parse_id(request.match_info["id"])
+    number = parse_id(request.match_info["number"])
+    (listing,) = await _episodes(request, [drama_id], None)
+    episode = next((e for e in listing.episodes if e.number == number), None)
+    if episode is None:
+        raise DramaNotFound(f"drama {drama_id} has no episode {number}")
+    reply = await request.app[CALLS].call(
+        PLAYLIST,
+        SignPlaylist(key=episode.media_key),
+        SignedPlaylist,
+        timeout=remaining(request, request.app[TIMEOUT]),
+    )
+    # Its URLs expire: a cache must not hand the playlist out after they have.
+    return web.Response(
+        text=reply.body,
+        content_type=PLAYLIST_CONTENT_TYPE,
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 async def list_dramas(request: web.Request) -> web.Response:
@@ -189,16 +231,15 @@ async def list_dramas(request: web.Request) -> web.Response:
         for drama, listing in zip(dramas, listings, strict=True):
             first = None
             if listing.episodes:
-                first = _episode(listing.episodes[0], next(urls))
+                first = _episode(drama.id, listing.episodes[0], next(urls))
             items.append(DramaSummary(**_fields(drama, listing.total), first_episode=first))
     next_cursor = encode_cursor(dramas[-1].id) if more else None
     return _json(DramaPage(items=items, next_cursor=next_cursor))
 
 
-def _episode(episode: Episode, url: PresignedUrl) -> EpisodeOut:
-    return EpisodeOut(
-        episode.number, episode.title, episode.duration_s, Stream(url.url, url.expires_at)
-    )
+def _episode(drama_id: int, episode: Episode, url: PresignedUrl) -> EpisodeOut:
+    stream = Stream(url.url, url.expires_at, playlist_path(drama_id, episode.number))
+    return EpisodeOut(episode.number, episode.title, episode.duration_s, stream)
 
 
 def _fields(drama: Drama, total: int) -> dict[str, Any]:

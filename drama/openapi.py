@@ -11,7 +11,15 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .handlers import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, DramaDetail, DramaPage
+from .handlers import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_ID,
+    MAX_LIMIT,
+    PLAYLIST_CONTENT_TYPE,
+    DramaDetail,
+    DramaPage,
+)
 
 _PROBLEM = {
     "type": "object",
@@ -118,6 +126,30 @@ def build_document() -> dict[str, Any]:
                         "200": _ok("DramaDetail", "The drama."),
                         "400": _problem("The id is not a positive integer."),
                         "404": _problem("No drama with that id."),
+                        **_UPSTREAM,
+                    },
+                }
+            },
+            "/dramas/{id}/episodes/{number}/playlist.m3u8": {
+                "get": {
+                    "operationId": "getPlaylist",
+                    "summary": "An episode's HLS playlist, every segment pre-signed (playable).",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                        }
+                        for name in ("id", "number")
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An HLS media playlist (RFC 8216); its URLs expire.",
+                            "content": {PLAYLIST_CONTENT_TYPE: {"schema": {"type": "string"}}},
+                        },
+                        "400": _problem("The id or the episode number is not a positive integer."),
+                        "404": _problem("No such episode of that drama."),
                         **_UPSTREAM,
                     },
                 }

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from broker import ConfigError, Env
+from broker import ConfigError, Env, amqp_url_from_env
 
 RpcTransport = Literal["amqp", "http"]
 
@@ -52,7 +52,7 @@ class Settings:
                 _check_rpc_url(name, url)
         rpc_timeout_ms = env.integer("RPC_TIMEOUT_MS", 3000, low=1, high=600_000)
         return cls(
-            amqp_url=env.text("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+            amqp_url=amqp_url_from_env(env),
             database_url=env.text("DATABASE_URL", "sqlite+aiosqlite:///.run/drama.db"),
             http_host=env.text("HTTP_HOST", "0.0.0.0"),  # noqa: S104 - see above
             http_port=env.integer("HTTP_PORT", 8080, low=1, high=65535),

@@ -5,6 +5,10 @@
 ``db`` is drama-service's own queries, ``episode`` and ``stream`` the round trips of the two
 RPCs as drama-service waited for them, ``queue`` the time the requests sat in RabbitMQ's queues
 (measured by the workers), ``total`` the whole request inside drama-service.
+
+Every response also names its trace in a W3C ``traceresponse`` header
+(``00-<trace id>-<span id of the SERVER span>-<flags>``), which the player uses to fetch the
+request's spans and draw them (web/, docs/player.md).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prometheus_client import Gauge, Histogram
 
 from broker import BUCKETS, collect_timings, exemplar, request_logged
 from episode.contract import LIST
-from stream.contract import PRESIGN
+from stream.contract import PLAYLIST, PRESIGN
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,9 @@ HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "Requests being served 
 
 DB_NS = web.RequestKey("db_ns", list)  # one mutable cell: nanoseconds spent in queries
 
-_RPC_NAMES = {LIST: "episode", PRESIGN: "stream"}
+_RPC_NAMES = {LIST: "episode", PRESIGN: "stream", PLAYLIST: "stream"}
+# Scripts of another origin may read these (CORS); same-origin ones always can.
+_EXPOSED = "Server-Timing, traceresponse"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,6 +92,14 @@ async def server_timing(request: web.Request, handler: Handler) -> web.StreamRes
     response.headers["Server-Timing"] = ", ".join(
         f"{name};dur={ns / 1e6:.3f}" for name, ns in parts.items()
     )
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        # W3C Trace Context Level 2: the trace the request became part of, so that a page can
+        # fetch it (the flags say whether it was sampled, i.e. whether there is one to fetch).
+        response.headers["traceresponse"] = (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        )
+    response.headers["Access-Control-Expose-Headers"] = _EXPOSED
     resource = request.match_info.route.resource
     # Unknown paths share one label value: raw paths would make the series unbounded.
     route = resource.canonical if resource is not None else "unmatched"

@@ -37,13 +37,13 @@ secret() {
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 
 # One RabbitMQ user per service (k8s/base/rabbitmq/users.yaml imports username and password);
-# the service reads AMQP_URL.
+# the service reads AMQP_URL (TLS: the broker listens for the services on 5671 only).
 for service in drama-service episode-service stream-service; do
   pw=$(password)
   secret "$service-amqp" <<END
 username=$service
 password=$pw
-AMQP_URL=amqp://$service:$pw@$rabbitmq:5672/
+AMQP_URL=amqps://$service:$pw@$rabbitmq:5671/
 END
 done
 
@@ -55,36 +55,40 @@ password=$pw
 host=http://keda:$pw@$rabbitmq:15672/
 END
 
-# PostgreSQL: the superuser, and one owner per database (deploy/postgres/init-databases.sh).
-# postgres-credentials owns the owners' passwords (PostgreSQL sets them from it): a kept one is
-# read back, so that the DATABASE_URLs created now carry the same.
-if exists postgres-credentials; then
-  drama=$(value postgres-credentials DRAMA_DB_PASSWORD)
-  episode=$(value postgres-credentials EPISODE_DB_PASSWORD)
-else
-  drama=$(password)
-  episode=$(password)
-fi
-url() { echo "postgresql+asyncpg://$1:$2@$postgres:5432/$1"; }
-for pair in "drama $drama" "episode $episode"; do
-  read -r db pw <<<"$pair"
-  if exists "$db-service-db" && [[ $(value "$db-service-db" DATABASE_URL) != "$(url "$db" "$pw")" ]]; then
-    echo "secret/$db-service-db has another password than postgres-credentials gives role $db" \
-      "(left by a partial run?): delete secret/$db-service-db and rerun" >&2
-    exit 1
+# PostgreSQL (local: the in-cluster StatefulSet): the superuser, and one owner per database
+# (deploy/postgres/init-databases.sh). On EKS the database is RDS and the services' DATABASE_URLs
+# come from Secrets Manager through the Secrets Store CSI driver (k8s/overlays/eks/database.yaml).
+if [[ ${1:-} == --local ]]; then
+  # postgres-credentials owns the owners' passwords (PostgreSQL sets them from it): a kept one is
+  # read back, so that the DATABASE_URLs created now carry the same.
+  if exists postgres-credentials; then
+    drama=$(value postgres-credentials DRAMA_DB_PASSWORD)
+    episode=$(value postgres-credentials EPISODE_DB_PASSWORD)
+  else
+    drama=$(password)
+    episode=$(password)
   fi
-done
-secret postgres-credentials <<END
+  url() { echo "postgresql+asyncpg://$1:$2@$postgres:5432/$1"; }
+  for pair in "drama $drama" "episode $episode"; do
+    read -r db pw <<<"$pair"
+    if exists "$db-service-db" && [[ $(value "$db-service-db" DATABASE_URL) != "$(url "$db" "$pw")" ]]; then
+      echo "secret/$db-service-db has another password than postgres-credentials gives role $db" \
+        "(left by a partial run?): delete secret/$db-service-db and rerun" >&2
+      exit 1
+    fi
+  done
+  secret postgres-credentials <<END
 POSTGRES_PASSWORD=$(password)
 DRAMA_DB_PASSWORD=$drama
 EPISODE_DB_PASSWORD=$episode
 END
-secret drama-service-db <<END
+  secret drama-service-db <<END
 DATABASE_URL=$(url drama "$drama")
 END
-secret episode-service-db <<END
+  secret episode-service-db <<END
 DATABASE_URL=$(url episode "$episode")
 END
+fi
 
 # MinIO (local): its root user for the seed's minio-init step only, which creates the two users
 # below with these keys (deploy/minio/init.sh, compose's too; it resets their keys each run):

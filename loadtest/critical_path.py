@@ -294,3 +294,17 @@ def _result(
         dropped=dropped,
         not_blocking=not_blocking,
     )
+
+
+def span_categories(trace: Trace) -> dict[str, str]:
+    """The category of every span's own time, by `category`'s rules, keyed by span id.
+
+    `analyse_trace` names the categories of the spans on the critical path only; a waterfall
+    (the player's, `loadtest.trace_api`) colours every span, with the same rules.
+    """
+    by_id = {span.span_id: span for span in trace.spans}
+    nodes = {span.span_id: _Node(span) for span in trace.spans}
+    for span in trace.spans:
+        if span.parent_id in by_id and span.parent_id != span.span_id:
+            nodes[_effective_parent(span, by_id)].children.append(nodes[span.span_id])
+    return {span_id: category(node) for span_id, node in nodes.items()}

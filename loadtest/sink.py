@@ -34,7 +34,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
-from loadtest import cli
+from loadtest import cli, trace_api
 
 _OK = ExportTraceServiceResponse().SerializeToString()
 Payload = ExportTraceServiceRequest | bytes  # bytes: an OTLP/JSON body, kept as it came
@@ -269,6 +269,8 @@ def create_app(out: Path | None = None, max_bytes: int = 0, backups: int = 0) ->
                 yield
 
         app.cleanup_ctx.append(span_file)
+        # The player reads traces back by id (loadtest/trace_api.py), as from Jaeger.
+        trace_api.add_routes(app, trace_api.file_source(out))
     app.router.add_post("/v1/traces", export)
     app.router.add_get("/count", count)
     return app

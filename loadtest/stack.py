@@ -35,10 +35,14 @@ READY = {
     "episode": "episode-service ready",
     "stream": "stream-service ready",
     "drama": "drama-service listening on",
+    "web": "player listening on",
 }
 SERVICES = ("episode", "stream", "drama")
 # Local-only key pair shared by the embedded S3 and stream-service; it guards nothing real.
 LOCAL_S3_KEY = {"AWS_ACCESS_KEY_ID": "local-s3", "AWS_SECRET_ACCESS_KEY": "local-s3-secret"}
+# Shared by every stack of the checkout (make run, the tests): encoding 20 dramas costs ~10 s.
+MEDIA_CACHE = Path(__file__).resolve().parents[1] / ".run" / "media-cache"
+WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "dist"  # `make web` builds it
 
 
 def _kind(name: str) -> str:
@@ -60,6 +64,8 @@ class StackConfig:
     episode_database_url: str | None = None
     seed_dramas: int | None = None  # None: the ~20-drama sample catalogue
     media_dramas: int = 20  # the bucket gets HLS samples for the first N dramas
+    # Where the seed keeps each drama's ffmpeg encoding for the next stack (None: encode anew).
+    media_cache: Path | None = MEDIA_CACHE
     episode_metrics_port: int = 9101
     stream_metrics_port: int = 9102
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
@@ -71,6 +77,8 @@ class StackConfig:
     # With no OTEL_EXPORTER_OTLP_ENDPOINT: an OTLP sink on this port keeps the spans in
     # workdir/spans.jsonl for `python -m loadtest analyze` (None: spans are not exported).
     sink_port: int | None = None
+    # The player (web/dist) and the API on one origin (loadtest/front.py); None: no player.
+    web_port: int | None = None
 
     @property
     def spans_path(self) -> Path:
@@ -174,6 +182,19 @@ class Stack:
         await self.seed()
         for service in SERVICES:
             await self.start_process(service, service)
+        if self.config.web_port is not None:
+            await self.start_web()
+
+    async def start_web(self) -> None:
+        """The player in front of drama-service, and of the sink's trace API if it runs."""
+        cfg = self.config
+        traces = ["--traces", f"http://127.0.0.1:{cfg.sink_port}"] if self.sinks_spans else []
+        await self.start_process(
+            "web",
+            "loadtest.front",
+            *("--port", str(cfg.web_port), "--root", str(WEB_ROOT), "--api", cfg.base_url),
+            *traces,
+        )
 
     @property
     def sinks_spans(self) -> bool:
@@ -191,6 +212,8 @@ class Stack:
             "episode": ["episode", "seed", *dramas],
             "stream": ["stream", "seed", "--dramas", str(self.config.media_dramas)],
         }
+        if self.config.media_cache is not None:
+            commands["stream"] += ["--cache", str(self.config.media_cache)]
         await asyncio.gather(*(self._seed_one(name, args) for name, args in commands.items()))
 
     async def _seed_one(self, service: str, args: list[str]) -> None:
@@ -267,7 +290,7 @@ class Stack:
 
     async def stop(self) -> None:
         # The front first: it drains its requests while the workers still answer them.
-        order = ("drama", "episode", "stream", "s3", "sink")
+        order = ("web", "drama", "episode", "stream", "s3", "sink")
         for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
 
@@ -348,8 +371,13 @@ async def _run(config: StackConfig) -> None:
             if "OTEL_EXPORTER_OTLP_ENDPOINT" in os.environ
             else "Traces: not exported"
         )
+        player = (
+            f"The player: http://127.0.0.1:{config.web_port}/ (the API on the same origin)\n"
+            if config.web_port is not None
+            else ""
+        )
         print(
-            f"\ndrama-streaming is up ({time.monotonic() - started:.1f} s). Try:\n"
+            f"\ndrama-streaming is up ({time.monotonic() - started:.1f} s).\n{player}Try:\n"
             f"  curl {base}/dramas/1\n"
             f"  curl '{base}/dramas?limit=5'\n"
             f"  curl {base}/openapi.json\n"
@@ -384,6 +412,8 @@ def _ports(config: StackConfig, sinks: bool) -> list[preflight.Port]:
     ]
     if sinks and config.sink_port:
         ports.append(preflight.Port(config.sink_port, "the OTLP sink", "--sink-port"))
+    if config.web_port:
+        ports.append(preflight.Port(config.web_port, "the player", "--web-port"))
     if config.transport == "http":
         ports.append(preflight.Port(config.episode_rpc_port, "episode RPC over HTTP", "(fixed)"))
         ports.append(preflight.Port(config.stream_rpc_port, "stream RPC over HTTP", "(fixed)"))
@@ -420,6 +450,12 @@ def parser() -> cli.Parser:
         help="without OTEL_EXPORTER_OTLP_ENDPOINT, keep the spans with an OTLP sink on this "
         "port in WORKDIR/spans.jsonl (0: do not export spans)",
     )
+    add(
+        "--web-port",
+        type=cli.PORT_OR_ZERO,
+        default=8088,
+        help="serve the player (web/dist) and the API together on this port (0: no player)",
+    )
     return parser
 
 
@@ -435,9 +471,14 @@ def main(argv: list[str] | None = None) -> int:
         seed_dramas=args.dramas,
         transport=args.transport,
         sink_port=args.sink_port or None,
+        web_port=args.web_port or None,
         echo=True,
-        # On a laptop every request's line is wanted, with its trace id (services: errors).
-        env={"REQUEST_LOG": os.environ.get("REQUEST_LOG") or "sampled"},
+        env={
+            # On a laptop every request's line is wanted, with its trace id (services: errors).
+            "REQUEST_LOG": os.environ.get("REQUEST_LOG") or "sampled",
+            # Spans exported within 0.2 s (SDK default 5 s): the player's waterfall waits less.
+            "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY") or "200",
+        },
     )
     debug = os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
     if not debug:  # aiormq logs a failed connect at length; the check's one line says it

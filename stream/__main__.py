@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import logging
 import sys
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from broker import redact_url, service_main, serving_worker, stop_event
 from catalog import sample
 
+from .media import DramaMedia, ffmpeg_path
 from .settings import Settings
-from .store import seed_media
+from .store import placeholder, seed_media
 from .worker import build_worker, open_s3
 
 log = logging.getLogger("stream")
@@ -44,9 +46,18 @@ def serve(settings: Settings, _provider: TracerProvider | None) -> None:
 
 
 async def seed(settings: Settings, args: argparse.Namespace) -> None:
-    keys = [e.media_key for d in sample(args.dramas) for e in d.episodes]
+    dramas = sample(args.dramas)
+    keys = [e.media_key for d in dramas for e in d.episodes]
+    ffmpeg = None if args.placeholder else ffmpeg_path()
+    if ffmpeg is None and not args.placeholder:
+        log.warning("no ffmpeg (Debian package ffmpeg): seeding unplayable placeholder media")
     async with open_s3(settings) as s3:
-        uploaded = await seed_media(s3, settings.media_bucket, keys)
+        if ffmpeg is None:
+            uploaded = await seed_media(s3, settings.media_bucket, keys, sample=placeholder)
+        else:
+            episodes = {e.media_key: (d.id, d.title) for d in dramas for e in d.episodes}
+            async with DramaMedia(episodes, ffmpeg=ffmpeg, cache=args.cache) as media:
+                uploaded = await seed_media(s3, settings.media_bucket, keys, sample=media.objects)
     log.info("seeded %d media objects into bucket %s", uploaded, settings.media_bucket)
 
 
@@ -57,6 +68,17 @@ def seed_arguments(parser: argparse.ArgumentParser) -> None:
         default=SAMPLE_MEDIA_DRAMAS,
         help=f"media for the first N dramas of the catalogue (default {SAMPLE_MEDIA_DRAMAS})",
     )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="keep each drama's encoding in DIR and reuse it on the next seed",
+    )
+    parser.add_argument(
+        "--placeholder",
+        action="store_true",
+        help="upload unplayable placeholder segments, not media encoded with ffmpeg",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=Settings.from_env,
         serve=serve,
         seed=seed,
-        seed_help="upload an HLS sample per episode (idempotent)",
+        seed_help="upload a playable HLS sample per episode, made with ffmpeg (idempotent)",
         seed_arguments=seed_arguments,
         argv=argv,
     )

@@ -25,6 +25,12 @@ Credentials are the client's own credentials object, so environment, profile and
 credentials all work; refreshable ones are refreshed by botocore's ``get_frozen_credentials()``
 before they expire, as they would be for the client's own requests. Nothing here logs a secret,
 a token or a signed URL.
+
+A pre-signed URL stops working when the credentials that signed it expire, whatever its
+X-Amz-Expires says: IRSA's role sessions last an hour and botocore renews them 10-15 minutes
+before the end, so a URL promised for an hour could die after ten minutes. Both presigners clamp
+the lifetime they sign (and `Presigner.ttl_at`, which ``expires_at`` is computed from) to the
+signing credentials' remaining life; static credentials have no expiry and are not clamped.
 """
 
 from __future__ import annotations
@@ -46,7 +52,15 @@ from botocore.exceptions import NoCredentialsError
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["BotocorePresigner", "Presigner", "SigV4Presigner", "Target", "presigner_for"]
+__all__ = [
+    "BotocorePresigner",
+    "Presigner",
+    "SigV4Presigner",
+    "Target",
+    "clamped_ttl",
+    "credentials_expiry",
+    "presigner_for",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -78,8 +92,31 @@ class Presigner(Protocol):
         ...
 
     async def urls(self, keys: Sequence[str], now: datetime) -> list[str]:
-        """One URL per key, in order, valid from ``now`` for the configured TTL."""
+        """One URL per key, in order, valid from ``now`` for `ttl_at` seconds."""
         ...
+
+    def ttl_at(self, now: datetime) -> int:
+        """The lifetime of URLs signed at ``now``: the configured TTL, or less when the
+        credentials (as last refreshed by `urls`) expire sooner."""
+        ...
+
+
+def credentials_expiry(credentials: object) -> datetime | None:
+    """When refreshable credentials (IRSA, assumed roles, SSO) expire; None for static ones.
+
+    botocore keeps it in ``_expiry_time`` (RefreshableCredentials, aiobotocore's too) and has no
+    public accessor for it.
+    """
+    expiry = getattr(credentials, "_expiry_time", None)
+    return expiry if isinstance(expiry, datetime) else None
+
+
+def clamped_ttl(ttl_s: int, expiry: datetime | None, now: datetime) -> int:
+    """``ttl_s``, or the whole seconds left until ``expiry`` if fewer (at least 1: S3 refuses 0)."""
+    if expiry is None:
+        return ttl_s
+    left = int((expiry - now).total_seconds())
+    return max(1, min(ttl_s, left))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +187,21 @@ class SigV4Presigner:
         # Refreshes the credentials first if they expire soon (botocore's advisory and
         # mandatory refresh windows); a no-op check otherwise.
         credentials = await self._credentials.get_frozen_credentials()
-        return self.sign(keys, credentials, now)
+        return self.sign(keys, credentials, now, self.ttl_at(now))
+
+    def ttl_at(self, now: datetime) -> int:
+        return clamped_ttl(self._ttl_s, credentials_expiry(self._credentials), now)
 
     def sign(
-        self, keys: Sequence[str], credentials: ReadOnlyCredentials, now: datetime
+        self,
+        keys: Sequence[str],
+        credentials: ReadOnlyCredentials,
+        now: datetime,
+        ttl_s: int | None = None,
     ) -> list[str]:
-        """Pre-sign ``keys`` with ``credentials`` at ``now`` (an aware datetime)."""
+        """Pre-sign ``keys`` with ``credentials`` at ``now`` (an aware datetime), valid for
+        ``ttl_s`` seconds (the configured TTL by default)."""
+        ttl_s = self._ttl_s if ttl_s is None else ttl_s
         target = self._target
         if credentials.access_key is None or credentials.secret_key is None:
             raise NoCredentialsError
@@ -165,7 +211,7 @@ class SigV4Presigner:
         credential = quote(f"{credentials.access_key}/{scope}", safe=_QUERY_SAFE)
         head = (
             f"X-Amz-Algorithm={_ALGORITHM}&X-Amz-Credential={credential}"
-            f"&X-Amz-Date={amz_date}&X-Amz-Expires={self._ttl_s}"
+            f"&X-Amz-Date={amz_date}&X-Amz-Expires={ttl_s}"
         )
         # The canonical query is sorted by name ('Security-Token' < 'SignedHeaders'); botocore's
         # URL keeps the token after SignedHeaders. Both orders are fixed: no sort per URL.
@@ -202,11 +248,21 @@ class BotocorePresigner:
 
     async def urls(self, keys: Sequence[str], now: datetime) -> list[str]:
         # botocore reads its own clock; within the same second as ``now`` in practice.
-        return [await self.url(key) for key in keys]
+        credentials = self._client._get_credentials()  # type: ignore[attr-defined]
+        if credentials is not None:
+            await credentials.get_frozen_credentials()  # refreshed first, as botocore would
+        ttl_s = self.ttl_at(now)
+        return [await self.url(key, ttl_s) for key in keys]
 
-    async def url(self, key: str) -> str:
+    def ttl_at(self, now: datetime) -> int:
+        credentials = self._client._get_credentials()  # type: ignore[attr-defined]
+        return clamped_ttl(self._ttl_s, credentials_expiry(credentials), now)
+
+    async def url(self, key: str, ttl_s: int | None = None) -> str:
         return await self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=self._ttl_s
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": key},
+            ExpiresIn=self._ttl_s if ttl_s is None else ttl_s,
         )
 
 

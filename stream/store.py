@@ -9,7 +9,7 @@ missing, and the next seed finishes the job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
@@ -25,9 +25,22 @@ __all__ = ["seed_media"]
 # S3 answers HEAD of a missing object with a bare 404, so the code is the status itself.
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
+# The objects to put behind a media key, playlist at the key itself (see stream.media).
+Sample = Callable[[str], Awaitable[Mapping[str, bytes]]]
+
+
+async def placeholder(media_key: str) -> Mapping[str, bytes]:
+    """The placeholder sample (`stream.media.hls_sample`): no video, no encoder needed."""
+    return hls_sample(media_key)
+
 
 async def seed_media(
-    s3_client: S3Client, bucket: str, media_keys: Iterable[str], *, concurrency: int = 16
+    s3_client: S3Client,
+    bucket: str,
+    media_keys: Iterable[str],
+    *,
+    concurrency: int = 16,
+    sample: Sample = placeholder,
 ) -> int:
     """Create ``bucket`` if missing and upload an HLS sample for each media key that has none.
 
@@ -35,7 +48,8 @@ async def seed_media(
     ``concurrency`` keys are seeded at once; give the client at least as many pooled connections
     (botocore's ``max_pool_connections`` defaults to 10) or the extra requests wait for one.
     An S3 error stops the seed and surfaces inside an ``ExceptionGroup``; what was uploaded
-    stays, and the next seed completes it.
+    stays, and the next seed completes it. ``sample`` makes the objects of a key (default: the
+    placeholder); it is only asked for keys that have none yet.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -50,7 +64,7 @@ async def seed_media(
         for key in keys:
             # Await first, then add: `uploaded += await ...` would read the total before the
             # await and lose what other workers added meanwhile.
-            count = await _seed_one(s3_client, bucket, key)
+            count = await _seed_one(s3_client, bucket, key, sample)
             uploaded += count
 
     async with asyncio.TaskGroup() as group:
@@ -76,10 +90,10 @@ async def _ensure_bucket(s3_client: S3Client, bucket: str) -> None:
         pass
 
 
-async def _seed_one(s3_client: S3Client, bucket: str, media_key: str) -> int:
+async def _seed_one(s3_client: S3Client, bucket: str, media_key: str, sample: Sample) -> int:
     if await _exists(s3_client, bucket, media_key):
         return 0
-    objects = hls_sample(media_key)
+    objects = dict(await sample(media_key))
     playlist = objects.pop(media_key)
     for key, body in objects.items():
         await s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type(key))

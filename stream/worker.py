@@ -1,4 +1,5 @@
-"""stream-service: serves ``stream.presign`` with one S3 client for the process's life.
+"""stream-service: serves ``stream.presign`` and ``stream.playlist`` with one S3 client for the
+process's life.
 
 The URLs are signed by `stream.presign` (a few µs each) unless the client's configuration needs
 botocore's own signer; that is decided once, on the first call, by comparing the two.
@@ -9,16 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
 from opentelemetry import trace
 
-from broker import BadRequest, RpcWorker, recorded_span
+from broker import BadRequest, NotFound, RpcWorker, recorded_span
 
-from .contract import MAX_KEYS, PRESIGN, QUEUE, Presign, PresignedUrl, PresignedUrls
+from .contract import (
+    MAX_KEYS,
+    PLAYLIST,
+    PRESIGN,
+    QUEUE,
+    Presign,
+    PresignedUrl,
+    PresignedUrls,
+    SignedPlaylist,
+    SignPlaylist,
+)
+from .playlist import MAX_PLAYLIST_BYTES, PlaylistError, sign_playlist, validate_key
 from .presign import Presigner, presigner_for
 from .settings import Settings
 
@@ -81,7 +94,6 @@ class Procedures:
         presigner = await self.presigner()
         # Signing is local computation (no request to S3): the URLs are valid from now on.
         now = dt.datetime.now(dt.UTC)
-        expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
         with recorded_span(
             self._tracer,
             self._tracer_provider,
@@ -94,6 +106,9 @@ class Procedures:
             },
         ):
             urls = await presigner.urls(keys, now)
+        # Clamped to the signing credentials' expiry (stream/presign.py): true, not promised.
+        ttl_s = presigner.ttl_at(now)
+        expires_at = (now + dt.timedelta(seconds=ttl_s)).isoformat(timespec="seconds")
         return PresignedUrls(
             urls=[
                 PresignedUrl(key=key, url=url, expires_at=expires_at)
@@ -101,9 +116,68 @@ class Procedures:
             ]
         )
 
+    async def playlist(self, request: SignPlaylist) -> SignedPlaylist:
+        """The playlist at ``request.key`` with every segment pre-signed (`stream.playlist`)."""
+        key = request.key
+        try:
+            validate_key(key)
+        except PlaylistError as exc:
+            raise BadRequest(exc.message) from None
+        text = await self._playlist_text(key)
+        presigner = await self.presigner()
+        now = dt.datetime.now(dt.UTC)
+        expires_at = (now + dt.timedelta(seconds=self._ttl_s)).isoformat(timespec="seconds")
+
+        async def sign(keys: Sequence[str]) -> list[str]:
+            with recorded_span(
+                self._tracer,
+                self._tracer_provider,
+                "S3 presign",
+                attributes={
+                    "aws.s3.bucket": self._bucket,
+                    "rpc.method": PLAYLIST,
+                    "drama_streaming.presign.keys": len(keys),
+                    "drama_streaming.presign.signer": presigner.name,
+                },
+            ):
+                return await presigner.urls(keys, now)
+
+        body, segments = await sign_playlist(key, text, sign)
+        return SignedPlaylist(key=key, body=body, segments=segments, expires_at=expires_at)
+
+    async def _playlist_text(self, key: str) -> str:
+        with recorded_span(
+            self._tracer,
+            self._tracer_provider,
+            "S3 GetObject",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "aws-api",
+                "rpc.service": "S3",
+                "rpc.method": "GetObject",
+                "aws.s3.bucket": self._bucket,
+                "aws.s3.key": key,
+            },
+        ):
+            try:
+                response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise NotFound(f"no playlist {key}") from None
+                raise
+            async with response["Body"] as stream:
+                if response["ContentLength"] > MAX_PLAYLIST_BYTES:
+                    raise PlaylistError(f"{key} is larger than {MAX_PLAYLIST_BYTES} bytes")
+                raw = await stream.read()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PlaylistError(f"{key} is not UTF-8 text") from None
+
 
 def build_worker(settings: Settings, s3: S3Client) -> RpcWorker:
     worker = settings.worker.rpc_worker(QUEUE, "stream-service")
     procedures = Procedures(s3, settings.media_bucket, settings.presign_ttl_s)
     worker.register(PRESIGN, Presign, procedures.presign)
+    worker.register(PLAYLIST, SignPlaylist, procedures.playlist)
     return worker

@@ -389,3 +389,53 @@ def test_bench_presign_prints_medians(capsys: pytest.CaptureFixture[str]) -> Non
     assert lines[0].split() == ["botocore", "µs", "sigv4", "µs", "ratio"]
     assert [line.split()[:2] for line in lines[1:3]] == [["1", "URL"], ["handler,", "3"]]
     assert lines[-1] == "(CPU time, medians of 1 alternating rounds)"
+
+
+def expires_s(url: str) -> int:
+    params = dict(pair.partition("=")[::2] for pair in urlsplit(url).query.split("&"))
+    return int(params["X-Amz-Expires"])
+
+
+async def test_urls_expire_with_the_credentials_that_signed_them() -> None:
+    """IRSA-like credentials with 20 minutes left (outside botocore's refresh windows, so not
+    renewed): a URL promised for an hour is signed, and announced, for those 20 minutes only;
+    the botocore fallback clamps alike."""
+    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=20)
+
+    async def refresh() -> dict[str, str]:
+        return {
+            "access_key": "ASIAROLE1",
+            "secret_key": "role-secret-1",
+            "token": "role-token-1",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    credentials = AioRefreshableCredentials.create_from_metadata(
+        await refresh(), refresh, "assume-role-with-web-identity"
+    )
+    botocore_session = AioSession()
+    botocore_session._credentials = credentials  # type: ignore[attr-defined]
+    session = aioboto3.Session(botocore_session=botocore_session)
+    config = AioConfig(signature_version="s3v4", s3={"addressing_style": "virtual"})
+    async with session.client("s3", region_name="eu-west-1", config=config) as client:
+        procedures = Procedures(client, BUCKET, 3600)
+        before = datetime.now(UTC)
+        reply = await procedures.presign(Presign(keys=KEYS[:2]))
+        assert (await procedures.presigner()).name == "sigv4"
+        for url in reply.urls:
+            expires_at = datetime.fromisoformat(url.expires_at)
+            assert expiry - timedelta(seconds=2) <= expires_at <= expiry
+            assert before + timedelta(seconds=expires_s(url.url)) <= expiry
+            assert expires_s(url.url) <= 1200 < expires_s(url.url) + 3
+
+        fallback = BotocorePresigner(client, BUCKET, 3600)
+        now = datetime.now(UTC)
+        [fallback_url] = await fallback.urls(KEYS[:1], now)
+        assert expires_s(fallback_url) == fallback.ttl_at(now) <= 1200
+
+
+async def test_static_credentials_keep_the_configured_ttl(s3: S3Client, bucket: str) -> None:
+    presigner = await presigner_for(s3, bucket, 3600)
+    now = datetime.now(UTC)
+    [url] = await presigner.urls(KEYS[:1], now)
+    assert expires_s(url) == presigner.ttl_at(now) == 3600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -161,6 +162,7 @@ async def test_detail_request_is_one_trace_across_three_services(
         async with http.get(f"{stack.config.base_url}/dramas/1") as response:
             assert response.status == 200
             timing = response.headers["Server-Timing"]
+            traceresponse = response.headers["traceresponse"]
 
         def arrived(spans: list[Span]) -> bool:
             server = server_span(spans, "/dramas/{id}")
@@ -170,6 +172,8 @@ async def test_detail_request_is_one_trace_across_three_services(
         server = server_span(otlp.spans, "/dramas/{id}")
         assert server is not None
         assert server.parent_id == ""  # no traceparent came in: the request starts the trace
+        # W3C traceresponse names the trace and the SERVER span, sampled (the player reads it).
+        assert re.fullmatch(f"00-{server.trace_id}-{server.span_id}-0[13]", traceresponse)
         assert server.attributes["http.response.status_code"] == 200
         assert {s.trace_id for s in otlp.spans} == {server.trace_id}  # exactly one trace
         trace = otlp.trace(server.trace_id)
@@ -443,6 +447,7 @@ async def test_tracing_switched_off_exports_nothing_and_stays_quiet(
             async with http.get(f"{stack.config.base_url}{path}") as response:
                 assert response.status == 200
                 assert "Server-Timing" in response.headers  # the header does not need tracing
+                assert "traceresponse" not in response.headers  # no trace to name
     # The services have exited: anything batched would have been flushed by now.
     assert otlp.spans == []
     for service in ("drama", "episode", "stream"):
@@ -470,6 +475,8 @@ async def test_unsampled_requests_make_no_spans_and_log_only_failures(
         base = stack.config.base_url
         async with http.get(f"{base}/dramas/1", headers=traceparent(quiet, "00")) as response:
             assert response.status == 200
+            # The trace goes on, unsampled: the page is told there is nothing to fetch.
+            assert re.fullmatch(f"00-{quiet}-[0-9a-f]{{16}}-00", response.headers["traceresponse"])
         async with http.get(f"{base}/dramas/999", headers=traceparent(missing, "00")) as response:
             assert response.status == 404
         # A sampled request after them: its spans arriving prove the export works.

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
+Doc = dict[str, Any]
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools"
+K8S = ROOT / "k8s"
+OVERLAYS = ("local", "eks")
+NAMESPACE = "drama-streaming"
 EKS_TERRAFORM_ENV = ROOT / "k8s" / "overlays" / "eks" / "terraform.env"
 
 
@@ -51,3 +56,27 @@ def checkov() -> Path:
     path = TOOLS / "checkov" / "bin" / "checkov"
     assert path.exists(), "checkov is missing: run `make tools`"
     return path
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[Doc]]:
+    """Both overlays rendered once by kubectl's kustomize; a render error fails with its output."""
+    out: dict[str, list[Doc]] = {}
+    for overlay in OVERLAYS:
+        text = run("kubectl", "kustomize", K8S / "overlays" / overlay).stdout
+        out[overlay] = [doc for doc in yaml.safe_load_all(text) if doc]
+    return out
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def docs(rendered: dict[str, list[Doc]], overlay: str) -> list[Doc]:
+    return rendered[overlay]

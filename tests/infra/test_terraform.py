@@ -44,6 +44,15 @@ OVERLAY_ENV_OUTPUTS = {
     "MEDIA_BUCKET": "media_bucket_name",
     "AWS_REGION": "region",
     "IMAGE": "ecr_repository_url",
+    "CERTIFICATE_ARN": "certificate_arn",
+    "DB_HOST": "db_host",
+    "DB_MASTER_SECRET_ARN": "db_master_secret_arn",
+    "DRAMA_DB_SECRET_ARN": "drama_db_secret_arn",
+    "EPISODE_DB_SECRET_ARN": "episode_db_secret_arn",
+    "DRAMA_SERVICE_ROLE_ARN": "drama_service_role_arn",
+    "EPISODE_SERVICE_ROLE_ARN": "episode_service_role_arn",
+    "SEED_ROLE_ARN": "seed_role_arn",
+    "VPC_CIDR": "vpc_cidr",
 }
 
 Doc = dict[str, Any]
@@ -225,42 +234,90 @@ def test_values_files_pass_yamllint() -> None:
 # IRSA for stream-service ---------------------------------------------------------------------
 
 
-def github_subjects() -> set[str]:
+def github_subjects() -> dict[str, set[str]]:
     """The OIDC `sub` each AWS-using job of .github/workflows gets, for repository ${repo}.
 
     A job in an environment gets `environment:<name>`; any other job gets `ref:<its ref>`, and a
     workflow_run-triggered job (release.yml, after ci) runs on the default branch: main.
     """
-    subjects = set()
+    subjects: dict[str, set[str]] = {}
     for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
         workflow = yaml.safe_load(path.read_text())
         on = workflow.get("on", workflow.get(True))
         for job in workflow["jobs"].values():
             if job.get("permissions", {}).get("id-token") != "write" or "steps" not in job:
                 continue
+            roles = [
+                s["with"]["role-to-assume"]
+                for s in job["steps"]
+                if s.get("uses", "").startswith("aws-actions/configure-aws-credentials")
+            ]
             if "environment" in job:
-                subjects.add(f"repo:${{repo}}:environment:{job['environment']}")
+                subject = f"repo:${{repo}}:environment:{job['environment']}"
             else:
                 # a ref-trusted job runs only on main, after ci
                 assert set(on) == {"workflow_run"}, path.name
                 assert on["workflow_run"]["branches"] == ["main"], path.name
-                subjects.add("repo:${repo}:ref:refs/heads/main")
+                subject = "repo:${repo}:ref:refs/heads/main"
+            for role in roles:
+                subjects.setdefault(role, set()).add(subject)
     return subjects
 
 
-def test_github_deploy_role_trusts_exactly_the_subjects_the_workflows_get() -> None:
-    """release.yml (workflow_run after ci: main's ref) and deploy.yml (the production
-    environment) must be able to assume the role, and nothing else: no wildcard, no other ref."""
-    (statement,) = policy_statements(PROD, "github_trust")
+def trusted_subjects(trust: str) -> set[str]:
+    (statement,) = policy_statements(PROD, trust)
     by_key = conditions(statement)
     assert set(by_key) == {"sub", "aud"}
     assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
     assert by_key["sub"]["test"] == "StringEquals"
-    trusted = {
+    return {
         resolve(value.replace("${var.github_repository}", "${repo}"), PROD)
         for value in by_key["sub"]["values"]
     }
-    assert trusted == github_subjects()
+
+
+def test_github_roles_are_split_and_trust_exactly_the_subjects_the_workflows_get() -> None:
+    """The push role: main's ref only (release.yml, workflow_run after ci). The deploy role: the
+    production environment only (deploy.yml's job). No wildcard, no other ref, no role both."""
+    subjects = github_subjects()
+    assert subjects == {
+        "${{ vars.AWS_PUSH_ROLE_ARN }}": {"repo:${repo}:ref:refs/heads/main"},
+        "${{ vars.AWS_DEPLOY_ROLE_ARN }}": {"repo:${repo}:environment:production"},
+    }
+    assert trusted_subjects("github_push_trust") == subjects["${{ vars.AWS_PUSH_ROLE_ARN }}"]
+    assert trusted_subjects("github_deploy_trust") == subjects["${{ vars.AWS_DEPLOY_ROLE_ARN }}"]
+    text = (PROD / "github.tf").read_text()
+    push = text.split('data "aws_iam_policy_document" "github_push" {', 1)[1].split("\n}\n")[0]
+    deploy = text.split('data "aws_iam_policy_document" "github_deploy" {', 1)[1]
+    deploy = deploy.split("\n}\n")[0]
+    assert "ecr:PutImage" in push
+    assert "eks:" not in push
+    assert "ecr:PutImage" not in deploy
+    assert "ecr:GetAuthorizationToken" not in deploy
+    assert "principal_arn = aws_iam_role.github_deploy.arn" in text
+    assert "aws_iam_role.github_push.arn\n  type" not in text  # no cluster access for push
+
+
+def test_production_environment_and_its_reviewers_are_terraform_managed() -> None:
+    doc = load(PROD)
+    env = block(doc, "resource", "github_repository_environment", "production")
+    assert env["environment"] == "${var.github_environment}"
+    assert env["prevent_self_review"] is True
+    (reviewers,) = env["reviewers"]
+    assert reviewers["users"] == "${var.production_reviewer_user_ids}"
+    assert reviewers["teams"] == "${var.production_reviewer_team_ids}"
+    (branches,) = env["deployment_branch_policy"]
+    assert branches == {"protected_branches": False, "custom_branch_policies": True}
+    policy = block(
+        doc, "resource", "github_repository_environment_deployment_policy", "production_main"
+    )
+    assert policy["branch_pattern"] == "main"
+    assert variable_default(PROD, "github_environment") == "production"
+    variables = (PROD / "variables.tf").read_text()
+    assert (
+        "length(var.production_reviewer_team_ids) + length(var.production_reviewer_user_ids) > 0"
+        in variables
+    )
 
 
 def test_irsa_trust_subject_is_the_rendered_stream_service_account() -> None:
@@ -457,7 +514,8 @@ def test_helm_releases_have_pinned_chart_versions() -> None:
         "istio_ingressgateway",
         "kube_prometheus_stack",
         "keda",
-        "rabbitmq_cluster_operator",
+        "istio_cni",
+        "cert_manager",
     }
     for name, release in releases.items():
         match = re.fullmatch(r"\$\{var\.chart_versions\.(\w+)\}", release["version"])
@@ -556,24 +614,41 @@ def test_grafana_reads_jaeger_and_files_the_dashboards_in_their_folder() -> None
         assert dashboards["folderAnnotation"] in configmap["metadata"]["annotations"]
 
 
-def test_both_rabbitmq_operators_come_without_cert_manager() -> None:
-    """The overlay's User/Permission objects need the topology operator; its webhook certificate
-    comes from the chart (no cert-manager is installed), and the broker image is compose's."""
+def test_rabbitmq_operators_are_the_upstream_releases_not_bitnamilegacy() -> None:
+    """The overlay's User/Permission objects need the topology operator: both operators come
+    from the upstream release manifests at the versions the kind script installs and whose CRDs
+    test_crds.py validates against; nothing deploys a frozen bitnamilegacy image."""
     kinds = {d["kind"] for d in rendered_eks_overlay()}
     assert {"RabbitmqCluster", "User", "Permission"} <= kinds
-    release = blocks(load(ADDONS), "resource", "helm_release")["rabbitmq_cluster_operator"]
-    assert release["chart"] == "rabbitmq-cluster-operator"
-    values = release_values("rabbitmq_cluster_operator")
-    assert values["msgTopologyOperator"]["enabled"] is True
-    assert values["useCertManager"] is False
-    assert not values["msgTopologyOperator"].get("existingWebhookCertSecret")
-
-    image = values["rabbitmqImage"]
+    doc = load(ADDONS)
+    manifests = blocks(doc, "resource", "kubectl_manifest")
+    assert set(manifests) == {"rabbitmq_cluster_operator", "rabbitmq_topology_operator"}
+    assert "${helm_release.cert_manager}" in manifests["rabbitmq_topology_operator"]["depends_on"]
+    versions = variable_default(ADDONS, "rabbitmq_operator_versions")
+    kind_env = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy" / "kind" / "versions.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert versions == {
+        "cluster": kind_env["RABBITMQ_CLUSTER_OPERATOR_VERSION"],
+        "topology": kind_env["RABBITMQ_TOPOLOGY_OPERATOR_VERSION"],
+    }
+    crds = (ROOT.parent / "shared" / "crds" / "README.md").read_text()
+    assert f"cluster-operator `config/crd/bases/` | {versions['cluster']} " in crds
+    assert f"messaging-topology-operator `config/crd/bases/` | {versions['topology']} " in crds
+    text = (ADDONS / "main.tf").read_text()
+    assert "github.com/rabbitmq/cluster-operator/releases/download/" in text
+    assert (
+        "bitnami" not in text.split("# The RabbitMQ cluster operator", 1)[1].split("locals", 1)[1]
+    )
+    for path in [*TERRAFORM.rglob("*.tf"), *TERRAFORM.rglob("*.yaml"), *(ROOT / "k8s").rglob("*")]:
+        if path.is_file():
+            assert "bitnamilegacy" not in path.read_text(), path
+    # The broker image is the cluster's own choice, compose's official image.
     cluster = rendered("RabbitmqCluster", "rabbitmq")
-    assert "image" not in cluster["spec"], "the cluster names its own image: drop rabbitmqImage"
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    repository = image["repository"].removeprefix("library/")
-    assert f"{repository}:{image['tag']}" == compose["services"]["rabbitmq"]["image"]
+    assert cluster["spec"]["image"] == compose["services"]["rabbitmq"]["image"]
 
 
 def test_nodes_fit_one_broker_each() -> None:
@@ -663,7 +738,8 @@ def test_addon_names_are_the_ones_the_overlay_uses() -> None:
         for peer in rule.get("from", []) + rule.get("to", [])
         if "namespaceSelector" in peer
     }
-    assert selected - {"kube-system"} <= namespaces
+    # rabbitmq-system is the upstream operators' manifest's own namespace (kubectl_manifest).
+    assert selected - {"kube-system", "rabbitmq-system"} <= namespaces
     assert {"istio-ingress", "istio-system", "monitoring", "keda", "rabbitmq-system"} <= selected
 
     ingress = rendered("Ingress", "drama-streaming")
@@ -707,36 +783,12 @@ def _as_list(value: str | list[str]) -> list[str]:
 # Amazon MQ -----------------------------------------------------------------------------------
 
 
-def test_amazon_mq_is_optional_private_and_tls_only() -> None:
-    call = module_call("amazon_mq")
-    assert call["count"] == "${var.amazon_mq_enabled ? 1 : 0}"
-    assert variable_default(PROD, "amazon_mq_enabled") is False
-
-    doc = load(MODULES / "amazon-mq")
-    (broker,) = blocks(doc, "resource", "aws_mq_broker").values()
-    assert broker["engine_type"] == "RabbitMQ"
-    assert broker["publicly_accessible"] is False
-    assert broker["subnet_ids"] == "${var.subnet_ids}"
-    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
-
-    (ingress,) = blocks(doc, "resource", "aws_vpc_security_group_ingress_rule").values()
-    assert (ingress["from_port"], ingress["to_port"], ingress["ip_protocol"]) == (5671, 5671, "tcp")
-    assert ingress["referenced_security_group_id"] == "${var.client_security_group_id}"
-    assert "cidr_ipv4" not in ingress
-    assert not blocks(doc, "resource", "aws_security_group_rule")
-    for group in blocks(doc, "resource", "aws_security_group").values():
-        assert "ingress" not in group
-
-    (secret,) = blocks(doc, "resource", "aws_secretsmanager_secret_version").values()
-    assert "random_password.admin.result" in secret["secret_string"]
-    assert "amqps://" in secret["secret_string"]
-    for tf in (MODULES / "amazon-mq").glob("*.tf"):
-        for output in load(tf.parent).get("output", []):
-            for body in output.values():
-                assert "random_password" not in str(body["value"])
-
-
-# checkov -------------------------------------------------------------------------------------
+def test_amazon_mq_is_removed_not_half_wired() -> None:
+    """The in-cluster RabbitMQ (TLS from cert-manager, per-service users, KEDA's trigger, the
+    NetworkPolicies) is the one broker; an Amazon MQ option none of that reached is gone."""
+    assert not (MODULES / "amazon-mq").exists()
+    for tf in TERRAFORM.rglob("*.tf"):
+        assert "amazon_mq" not in tf.read_text(), tf
 
 
 def test_checkov_finds_nothing_unexplained(checkov: Path) -> None:
@@ -756,3 +808,74 @@ def test_checkov_finds_nothing_unexplained(checkov: Path) -> None:
     for skipped in results["skipped_checks"]:
         reason = skipped["check_result"].get("suppress_comment", "")
         assert len(reason) > 20, f"{skipped['check_id']} in {skipped['file_path']} has no reason"
+
+
+def test_vpc_cni_enforces_network_policies() -> None:
+    """Without enableNetworkPolicy the VPC CNI accepts NetworkPolicies and enforces none."""
+    text = (MODULES / "cluster" / "main.tf").read_text()
+    addon = text.split("vpc-cni = {", 1)[1].split("\n    }\n", 1)[0]
+    assert "configuration_values = jsonencode({" in addon
+    assert 'enableNetworkPolicy = "true"' in addon
+
+
+def test_alb_certificate_is_dns_validated_for_the_domain_variable() -> None:
+    text = (PROD / "edge.tf").read_text()
+    assert "domain_name       = var.domain_name" in text
+    assert 'validation_method = "DNS"' in text
+    assert "zone_id         = var.hosted_zone_id" in text
+    assert 'resource "aws_acm_certificate_validation" "edge"' in text
+    outputs = (PROD / "outputs.tf").read_text()
+    assert "CERTIFICATE_ARN=${aws_acm_certificate_validation.edge.certificate_arn}" in outputs
+
+
+def test_rds_is_multi_az_encrypted_backed_up_private_and_tls_only() -> None:
+    doc = load(MODULES / "database")
+    db = block(doc, "resource", "aws_db_instance", "db")
+    assert db["engine"] == "postgres"
+    assert db["multi_az"] is True
+    assert db["storage_encrypted"] is True
+    assert db["kms_key_id"] == "${aws_kms_key.db.arn}"
+    assert db["publicly_accessible"] is False
+    assert db["deletion_protection"] is True
+    assert db["skip_final_snapshot"] is False
+    assert db["manage_master_user_password"] is True  # the master password never in state
+    assert variable_default(MODULES / "database", "backup_retention_days") >= 7
+    assert db["backup_retention_period"] == "${var.backup_retention_days}"
+    params = block(doc, "resource", "aws_db_parameter_group", "db")["parameter"]
+    assert {"name": "rds.force_ssl", "value": "1"} in params
+    assert block(doc, "resource", "aws_kms_key", "db")["enable_key_rotation"] is True
+    ingress = block(doc, "resource", "aws_vpc_security_group_ingress_rule", "db_from_nodes")
+    assert (ingress["from_port"], ingress["to_port"]) == (5432, 5432)
+    assert ingress["referenced_security_group_id"] == "${var.client_security_group_id}"
+    secret = block(doc, "resource", "aws_secretsmanager_secret_version", "service")
+    assert "?ssl=require" in secret["secret_string"]
+    call = module_call("database")
+    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
+    assert call["client_security_group_id"] == "${module.cluster.node_security_group_id}"
+
+
+def test_database_readers_are_pinned_irsa_roles_reading_only_their_secrets() -> None:
+    """drama-service and episode-service read their own secret only; the seed Job reads the
+    master secret and both; each trust is pinned on :sub (its ServiceAccount) and :aud."""
+    (trust,) = policy_statements(MODULES / "irsa-secrets", "trust")
+    by_key = conditions(trust)
+    assert set(by_key) == {"sub", "aud"}
+    assert by_key["aud"]["values"] == ["sts.amazonaws.com"]
+    assert by_key["sub"]["values"] == [
+        "system:serviceaccount:${var.namespace}:${var.service_account}"
+    ]
+    statements = policy_statements(MODULES / "irsa-secrets", "read_secrets")
+    assert statements[0]["actions"] == [
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    ]
+    assert statements[0]["resources"] == "${var.secret_arns}"
+    main = (PROD / "main.tf").read_text()
+    readers = main.split("db_readers = {", 1)[1].split("\n  }\n", 1)[0]
+    assert 'drama-service   = [module.database.service_secret_arns["drama-service"]]' in readers
+    assert 'episode-service = [module.database.service_secret_arns["episode-service"]]' in readers
+    assert "module.database.master_secret_arn" in readers.split("seed = [", 1)[1]
+    assert readers.count("master_secret_arn") == 1
+    eks = rendered_eks_overlay()
+    accounts = {d["metadata"]["name"] for d in eks if d["kind"] == "ServiceAccount"}
+    assert {"drama-service", "episode-service", "seed"} <= accounts

@@ -148,7 +148,8 @@ def test_aws_access_is_github_oidc_only(name: str) -> None:
     (configure,) = [
         s for s in steps(doc) if s.get("uses", "").startswith("aws-actions/configure-aws-cred")
     ]
-    assert configure["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    role = {"release.yml": "AWS_PUSH_ROLE_ARN", "deploy.yml": "AWS_DEPLOY_ROLE_ARN"}[name]
+    assert configure["with"]["role-to-assume"] == f"${{{{ vars.{role} }}}}"
 
 
 def test_release_builds_only_what_ci_passed_on_main() -> None:
@@ -234,4 +235,18 @@ def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
     heredoc = outputs.split("<<-EOT", 1)[1].split("EOT", 1)[0]
     expected = re.findall(r"^\s*(\w+)=", heredoc, flags=re.MULTILINE)
     assert written == expected
-    assert expected == ["STREAM_SERVICE_ROLE_ARN", "MEDIA_BUCKET", "AWS_REGION", "IMAGE"]
+    assert expected == [
+        "STREAM_SERVICE_ROLE_ARN",
+        "MEDIA_BUCKET",
+        "AWS_REGION",
+        "IMAGE",
+        "CERTIFICATE_ARN",
+        "DB_HOST",
+        "DB_MASTER_SECRET_ARN",
+        "DRAMA_DB_SECRET_ARN",
+        "EPISODE_DB_SECRET_ARN",
+        "DRAMA_SERVICE_ROLE_ARN",
+        "EPISODE_SERVICE_ROLE_ARN",
+        "SEED_ROLE_ARN",
+        "VPC_CIDR",
+    ]

@@ -1,9 +1,13 @@
-# GitHub Actions reaches AWS through OIDC: no access keys exist. The deploy role trusts tokens of
-# this repository only, and only for STS, with one of two subjects: ref:refs/heads/main (release.yml
-# builds and pushes; it runs on workflow_run after ci.yml, and a workflow_run job carries the
-# default branch's ref, so main must stay the default branch) or environment:<github_environment>
-# (deploy.yml's job in the protected environment: kubectl apply). tests/infra/test_terraform.py
-# derives both from the workflows.
+# GitHub Actions reaches AWS through OIDC: no access keys exist. Two roles, each trusting tokens of
+# this repository only, only for STS, and one subject each (tests/infra/test_terraform.py derives
+# both from the workflows):
+#   github_push    ref:refs/heads/main (release.yml builds and pushes the image; it runs on
+#                  workflow_run after ci.yml, and a workflow_run job carries the default branch's
+#                  ref, so main must stay the default branch): ECR push to this repository only.
+#   github_deploy  environment:<github_environment> (deploy.yml's job: kubectl apply): reads the
+#                  cluster and checks the image exists; it cannot push. The environment itself,
+#                  its required reviewers and its main-only branch policy are set here too
+#                  (github provider), not only described in the docs.
 
 resource "aws_iam_openid_connect_provider" "github" {
   count = var.create_github_oidc_provider ? 1 : 0
@@ -19,10 +23,12 @@ data "aws_iam_openid_connect_provider" "github" {
 }
 
 locals {
+  github_owner             = split("/", var.github_repository)[0]
+  github_repository_name   = split("/", var.github_repository)[1]
   github_oidc_provider_arn = var.create_github_oidc_provider ? aws_iam_openid_connect_provider.github[0].arn : data.aws_iam_openid_connect_provider.github[0].arn
 }
 
-data "aws_iam_policy_document" "github_trust" {
+data "aws_iam_policy_document" "github_push_trust" {
   statement {
     effect  = "Allow"
     actions = ["sts:AssumeRoleWithWebIdentity"]
@@ -41,15 +47,36 @@ data "aws_iam_policy_document" "github_trust" {
     condition {
       test     = "StringEquals"
       variable = "token.actions.githubusercontent.com:sub"
-      values = [
-        "repo:${var.github_repository}:ref:refs/heads/main",
-        "repo:${var.github_repository}:environment:${var.github_environment}",
-      ]
+      values   = ["repo:${var.github_repository}:ref:refs/heads/main"]
     }
   }
 }
 
-data "aws_iam_policy_document" "github_deploy" {
+data "aws_iam_policy_document" "github_deploy_trust" {
+  statement {
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [local.github_oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:sub"
+      values   = ["repo:${var.github_repository}:environment:${var.github_environment}"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "github_push" {
   statement {
     sid       = "EcrLogin"
     effect    = "Allow"
@@ -72,6 +99,15 @@ data "aws_iam_policy_document" "github_deploy" {
     ]
     resources = [aws_ecr_repository.app.arn]
   }
+}
+
+data "aws_iam_policy_document" "github_deploy" {
+  statement {
+    sid       = "ImageExists"
+    effect    = "Allow"
+    actions   = ["ecr:DescribeImages"]
+    resources = [aws_ecr_repository.app.arn]
+  }
 
   statement {
     sid       = "KubeconfigForThisCluster"
@@ -81,15 +117,28 @@ data "aws_iam_policy_document" "github_deploy" {
   }
 }
 
+resource "aws_iam_role" "github_push" {
+  name                 = "${var.name}-github-push"
+  description          = "GitHub Actions of ${var.github_repository}, main branch: push the image"
+  assume_role_policy   = data.aws_iam_policy_document.github_push_trust.json
+  max_session_duration = 3600
+}
+
+resource "aws_iam_role_policy" "github_push" {
+  name   = "push"
+  role   = aws_iam_role.github_push.id
+  policy = data.aws_iam_policy_document.github_push.json
+}
+
 resource "aws_iam_role" "github_deploy" {
   name                 = "${var.name}-github-deploy"
-  description          = "GitHub Actions of ${var.github_repository}: push the image, deploy the eks overlay"
-  assume_role_policy   = data.aws_iam_policy_document.github_trust.json
+  description          = "GitHub Actions of ${var.github_repository}, environment ${var.github_environment}: deploy the eks overlay"
+  assume_role_policy   = data.aws_iam_policy_document.github_deploy_trust.json
   max_session_duration = 3600
 }
 
 resource "aws_iam_role_policy" "github_deploy" {
-  name   = "push-and-deploy"
+  name   = "deploy"
   role   = aws_iam_role.github_deploy.id
   policy = data.aws_iam_policy_document.github_deploy.json
 }
@@ -110,4 +159,44 @@ resource "aws_eks_access_policy_association" "github_deploy" {
   }
 
   depends_on = [aws_eks_access_entry.github_deploy]
+}
+
+# The environment the deploy role trusts: a run waits for one of the reviewers (not the person who
+# started it), and only main may deploy.
+resource "github_repository_environment" "production" {
+  repository          = local.github_repository_name
+  environment         = var.github_environment
+  prevent_self_review = true
+  wait_timer          = 0
+
+  reviewers {
+    users = var.production_reviewer_user_ids
+    teams = var.production_reviewer_team_ids
+  }
+
+  deployment_branch_policy {
+    protected_branches     = false
+    custom_branch_policies = true
+  }
+}
+
+resource "github_repository_environment_deployment_policy" "production_main" {
+  repository     = local.github_repository_name
+  environment    = github_repository_environment.production.environment
+  branch_pattern = "main"
+}
+
+# The role ARNs where the workflows read them: the push role for the repository (release.yml),
+# the deploy role inside the environment only (deploy.yml).
+resource "github_actions_variable" "push_role" {
+  repository    = local.github_repository_name
+  variable_name = "AWS_PUSH_ROLE_ARN"
+  value         = aws_iam_role.github_push.arn
+}
+
+resource "github_actions_environment_variable" "deploy_role" {
+  repository    = local.github_repository_name
+  environment   = github_repository_environment.production.environment
+  variable_name = "AWS_DEPLOY_ROLE_ARN"
+  value         = aws_iam_role.github_deploy.arn
 }

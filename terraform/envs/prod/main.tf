@@ -8,6 +8,17 @@ locals {
   # Where stream-service runs (k8s/: namespace drama-streaming, ServiceAccount stream-service).
   app_namespace          = "drama-streaming"
   stream_service_account = "stream-service"
+
+  # ServiceAccount -> the database secrets it may read (each service its own; the seed all).
+  db_readers = {
+    drama-service   = [module.database.service_secret_arns["drama-service"]]
+    episode-service = [module.database.service_secret_arns["episode-service"]]
+    seed = [
+      module.database.master_secret_arn,
+      module.database.service_secret_arns["drama-service"],
+      module.database.service_secret_arns["episode-service"],
+    ]
+  }
 }
 
 module "network" {
@@ -73,13 +84,29 @@ module "addons" {
   depends_on = [module.cluster]
 }
 
-module "amazon_mq" {
-  source = "../../modules/amazon-mq"
-  count  = var.amazon_mq_enabled ? 1 : 0
+# PostgreSQL for drama-service and episode-service: RDS Multi-AZ (modules/database). Each service
+# reads its own secret through the Secrets Store CSI driver with its own IRSA role; the seed Job
+# reads the master secret and both services' to create the roles and databases.
+module "database" {
+  source = "../../modules/database"
 
-  name                     = "${var.name}-rabbitmq"
+  name                     = var.name
   vpc_id                   = module.network.vpc_id
   subnet_ids               = module.network.private_subnet_ids
   client_security_group_id = module.cluster.node_security_group_id
   tags                     = local.tags
+}
+
+module "irsa_db" {
+  source   = "../../modules/irsa-secrets"
+  for_each = local.db_readers
+
+  role_name         = "${var.name}-${each.key}"
+  oidc_provider_arn = module.cluster.oidc_provider_arn
+  oidc_provider     = module.cluster.oidc_provider
+  namespace         = local.app_namespace
+  service_account   = each.key
+  secret_arns       = each.value
+  kms_key_arn       = module.database.kms_key_arn
+  tags              = local.tags
 }

@@ -58,7 +58,7 @@ variable "github_repository" {
 }
 
 variable "github_environment" {
-  description = "GitHub environment of the deploy job (protect it with required reviewers)."
+  description = "GitHub environment of the deploy job (Terraform sets its required reviewers and main-only policy)."
   type        = string
   default     = "production"
 }
@@ -75,14 +75,35 @@ variable "deploy_access_policy_arn" {
   default     = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 }
 
-variable "amazon_mq_enabled" {
-  description = "Also create an Amazon MQ for RabbitMQ broker (amqps only) instead of relying on the in-cluster RabbitmqCluster."
-  type        = bool
-  default     = false
-}
-
 variable "tags" {
   description = "Extra tags for every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "domain_name" {
+  description = "Public name of the API (the ALB's HTTPS certificate), e.g. api.example.com."
+  type        = string
+}
+
+variable "hosted_zone_id" {
+  description = "Route 53 hosted zone of domain_name, where the certificate's DNS validation records go."
+  type        = string
+}
+
+variable "production_reviewer_user_ids" {
+  description = "GitHub user ids (numbers: gh api users/<login> --jq .id) who may approve a production deploy."
+  type        = list(number)
+  default     = []
+}
+
+variable "production_reviewer_team_ids" {
+  description = "GitHub team ids who may approve a production deploy."
+  type        = list(number)
+  default     = []
+
+  validation {
+    condition     = length(var.production_reviewer_team_ids) + length(var.production_reviewer_user_ids) > 0
+    error_message = "Name at least one production reviewer (production_reviewer_user_ids or production_reviewer_team_ids)."
+  }
 }

@@ -14,6 +14,18 @@ terraform {
       source  = "hashicorp/kubernetes"
       version = "~> 2.38"
     }
+    kubectl = {
+      source  = "alekc/kubectl"
+      version = "~> 2.1"
+    }
+    http = {
+      source  = "hashicorp/http"
+      version = "~> 3.5"
+    }
+    github = {
+      source  = "integrations/github"
+      version = "~> 6.6"
+    }
     random = {
       source  = "hashicorp/random"
       version = "~> 3.6"

@@ -8,7 +8,7 @@ locals {
 }
 
 resource "kubernetes_namespace_v1" "addon" {
-  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "rabbitmq-system"])
+  for_each = toset([var.istio_namespace, var.gateway_namespace, var.monitoring_namespace, "keda", "cert-manager"])
 
   metadata {
     name = each.key
@@ -52,6 +52,22 @@ resource "helm_release" "istio_base" {
   })]
 }
 
+# The CNI node agent redirects the sidecars' traffic: no privileged istio-init container, so the
+# application namespace can enforce Pod Security "restricted" (values/istiod.yaml enables it).
+resource "helm_release" "istio_cni" {
+  name       = "istio-cni"
+  namespace  = kubernetes_namespace_v1.addon[var.istio_namespace].metadata[0].name
+  repository = local.istio_repository
+  chart      = "cni"
+  version    = var.chart_versions.istio
+
+  values = [yamlencode({
+    profile = "default"
+  })]
+
+  depends_on = [helm_release.istio_base]
+}
+
 resource "helm_release" "istiod" {
   name       = "istiod"
   namespace  = kubernetes_namespace_v1.addon[var.istio_namespace].metadata[0].name
@@ -66,7 +82,7 @@ resource "helm_release" "istiod" {
     file("${path.module}/values/istiod-eks.yaml"),
   ]
 
-  depends_on = [helm_release.istio_base]
+  depends_on = [helm_release.istio_base, helm_release.istio_cni]
 }
 
 # The ingress gateway behind the ALB: a ClusterIP Service that the ALB (target type ip) reaches
@@ -114,18 +130,92 @@ resource "helm_release" "keda" {
   version    = var.chart_versions.keda
 }
 
-# The RabbitMQ cluster operator and messaging topology operator (k8s/ declares its users and
-# permissions as topology CRs): values/rabbitmq-cluster-operator.yaml says which chart and why.
-resource "helm_release" "rabbitmq_cluster_operator" {
-  name       = "rabbitmq-cluster-operator"
-  namespace  = kubernetes_namespace_v1.addon["rabbitmq-system"].metadata[0].name
-  repository = "oci://registry-1.docker.io/bitnamicharts"
-  chart      = "rabbitmq-cluster-operator"
-  version    = var.chart_versions.rabbitmq_cluster_operator
+# The Secrets Store CSI driver with its AWS provider (the chart carries the driver): the pods of
+# drama-service, episode-service and the seed Job read their RDS secrets from Secrets Manager
+# with their own IRSA roles (k8s/overlays/eks/database.yaml); syncSecret makes the Kubernetes
+# Secrets their DATABASE_URL names.
+resource "helm_release" "secrets_store_csi_provider_aws" {
+  name       = "secrets-store-csi-provider-aws"
+  namespace  = var.csi_namespace
+  repository = "https://aws.github.io/secrets-store-csi-driver-provider-aws"
+  chart      = "secrets-store-csi-driver-provider-aws"
+  version    = var.chart_versions.secrets_store_csi_provider_aws
 
-  values = [file("${path.module}/values/rabbitmq-cluster-operator.yaml")]
+  values = [yamlencode({
+    secrets-store-csi-driver = {
+      install = true
+      syncSecret = {
+        enabled = true
+      }
+    }
+  })]
+}
+
+# cert-manager issues the broker's TLS certificate (k8s/base/rabbitmq/tls.yaml), with its CRDs.
+resource "helm_release" "cert_manager" {
+  name       = "cert-manager"
+  namespace  = kubernetes_namespace_v1.addon["cert-manager"].metadata[0].name
+  repository = "https://charts.jetstack.io"
+  chart      = "cert-manager"
+  version    = var.chart_versions.cert_manager
+
+  values = [yamlencode({
+    crds = {
+      enabled = true
+    }
+  })]
+}
+
+# The RabbitMQ cluster operator and messaging topology operator (k8s/ declares its users and
+# permissions as topology CRs), from the upstream projects' own release manifests and images
+# (rabbitmqoperator/*), at the versions of the CRDs tests/infra/test_crds.py validates against;
+# not Bitnami's chart, whose free images are frozen since 2025. Upstream ships
+# no Helm chart: the manifests are applied document by document, server-side. The topology
+# operator's webhook certificate comes from cert-manager (installed above).
+locals {
+  rabbitmq_operator_manifests = {
+    cluster  = "https://github.com/rabbitmq/cluster-operator/releases/download/${var.rabbitmq_operator_versions.cluster}/cluster-operator.yml"
+    topology = "https://github.com/rabbitmq/messaging-topology-operator/releases/download/${var.rabbitmq_operator_versions.topology}/messaging-topology-operator-with-certmanager.yaml"
+  }
+}
+
+data "http" "rabbitmq_operator" {
+  for_each = local.rabbitmq_operator_manifests
+
+  url = each.value
+
+  lifecycle {
+    postcondition {
+      condition     = self.status_code == 200
+      error_message = "could not download ${each.value}"
+    }
+  }
+}
+
+data "kubectl_file_documents" "rabbitmq_operator" {
+  for_each = data.http.rabbitmq_operator
+
+  content = each.value.response_body
+}
+
+resource "kubectl_manifest" "rabbitmq_cluster_operator" {
+  for_each = data.kubectl_file_documents.rabbitmq_operator["cluster"].manifests
+
+  yaml_body         = each.value
+  server_side_apply = true
+  wait              = true
 
   depends_on = [helm_release.kube_prometheus_stack]
+}
+
+resource "kubectl_manifest" "rabbitmq_topology_operator" {
+  for_each = data.kubectl_file_documents.rabbitmq_operator["topology"].manifests
+
+  yaml_body         = each.value
+  server_side_apply = true
+  wait              = true
+
+  depends_on = [helm_release.cert_manager, kubectl_manifest.rabbitmq_cluster_operator]
 }
 
 # The default StorageClass: encrypted gp3 volumes from the EBS CSI driver (the cluster's add-on).

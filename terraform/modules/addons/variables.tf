@@ -51,17 +51,37 @@ variable "monitoring_namespace" {
 variable "chart_versions" {
   description = "Pinned chart versions; upgrade deliberately, one release at a time."
   type = object({
-    aws_load_balancer_controller = string
-    istio                        = string
-    kube_prometheus_stack        = string
-    keda                         = string
-    rabbitmq_cluster_operator    = string
+    aws_load_balancer_controller   = string
+    istio                          = string
+    kube_prometheus_stack          = string
+    keda                           = string
+    cert_manager                   = string
+    secrets_store_csi_provider_aws = string
   })
   default = {
-    aws_load_balancer_controller = "1.13.4"
-    istio                        = "1.27.1"
-    kube_prometheus_stack        = "77.6.2"
-    keda                         = "2.17.2"
-    rabbitmq_cluster_operator    = "4.4.34"
+    aws_load_balancer_controller   = "1.13.4"
+    istio                          = "1.27.1"
+    kube_prometheus_stack          = "77.6.2"
+    keda                           = "2.17.2"
+    cert_manager                   = "1.19.1" # chart v1.19.1; deploy/kind/versions.env names the same
+    secrets_store_csi_provider_aws = "3.1.1"
   }
+}
+
+variable "rabbitmq_operator_versions" {
+  description = "Upstream release tags of the RabbitMQ operators (deploy/kind/versions.env names the same; ../shared/crds holds their CRDs)."
+  type = object({
+    cluster  = string
+    topology = string
+  })
+  default = {
+    cluster  = "v2.22.3"
+    topology = "v1.20.1"
+  }
+}
+
+variable "csi_namespace" {
+  description = "Namespace of the Secrets Store CSI driver and its AWS provider (node agents)."
+  type        = string
+  default     = "kube-system"
 }

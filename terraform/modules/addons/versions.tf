@@ -10,5 +10,13 @@ terraform {
       source  = "hashicorp/kubernetes"
       version = "~> 2.38"
     }
+    kubectl = {
+      source  = "alekc/kubectl"
+      version = "~> 2.1"
+    }
+    http = {
+      source  = "hashicorp/http"
+      version = "~> 3.5"
+    }
   }
 }

@@ -36,8 +36,14 @@ module "eks" {
   addons = {
     coredns    = {}
     kube-proxy = {}
+    # Network policy enforcement on (the VPC CNI's network policy agent): without it the
+    # namespace's default-deny and allow-list NetworkPolicies (k8s/base/network-policies.yaml)
+    # are accepted by the API server and enforced by nothing.
     vpc-cni = {
       before_compute = true
+      configuration_values = jsonencode({
+        enableNetworkPolicy = "true"
+      })
     }
     # PersistentVolumes for the RabbitMQ brokers (the addons module's default gp3 StorageClass).
     aws-ebs-csi-driver = {
