@@ -27,7 +27,7 @@ import pytest
 
 from loadtest.load import discover
 from loadtest.recorder import Recorder
-from loadtest.runner import closed_loop, open_loop
+from loadtest.runner import open_loop
 from loadtest.schedule import constant_arrivals, parse_mix, plan, requests
 from loadtest.stack import Stack
 from loadtest.supervise import supervise
@@ -321,36 +321,6 @@ async def _probe(base: str, *args: str) -> dict[str, Any]:
     assert process.returncode == 0
     result: dict[str, Any] = json.loads(out)
     return result
-
-
-async def probe_main(base: str, mode: str, rate: str | None = None) -> dict[str, Any]:
-    """``python -m tests.overload_probe``: capacity (closed loop) or 2x (open loop)."""
-    if mode == "capacity":
-        recorder = ByOutcome()
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            catalogue = await discover(session, base)
-            source = requests(parse_mix("detail=1"), catalogue, random.Random(1))  # noqa: S311
-            await closed_loop(
-                session,
-                base,
-                source,
-                concurrency=32,
-                duration=4,
-                warmup=1,
-                timeout=10,
-                recorder=recorder,
-                progress=lambda: None,
-            )
-        return {"rate_ok": recorder.count("200") / 4}
-    assert rate is not None
-    duration = 6.0
-    result = await load(base, rate=float(rate), duration=duration)
-    return {
-        "rate_ok": result.count("200") / duration,
-        "counts": {k: len(v) for k, v in result.latencies.items()},
-        "p99_503": result.p99("503"),
-        "worst": result.worst,
-    }
 
 
 async def test_databases_refusing_connections(
