@@ -9,6 +9,7 @@ pending call fails at once when the channel or connection drops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -56,6 +57,7 @@ from ._telemetry import (
     span_error,
     wait_attributes,
 )
+from ._transit import TRANSIT_NS, BrokerRoundTrip
 from ._wire import (
     CONTENT_TYPE,
     DIRECT_REPLY_TO,
@@ -157,6 +159,8 @@ class AmqpRpcClient:
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
         self._keeping: set[asyncio.Task[None]] = set()  # unroutable requests on their way to keep
+        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker/_transit.py)
+        self._measuring = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -188,6 +192,7 @@ class AmqpRpcClient:
                 self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
             )
             await self._consume_replies()
+            await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
             await self._connection.close()
             raise
@@ -196,6 +201,7 @@ class AmqpRpcClient:
         """Fail pending calls and close the connection."""
         self._ready.clear()
         self._fail_pending("client closed")
+        await self._measuring.aclose()
         for task in self._keeping:
             task.cancel()
         await asyncio.gather(*self._keeping, return_exceptions=True)
@@ -257,7 +263,11 @@ class AmqpRpcClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[_Incoming, int]] = loop.create_future()
         self._pending[correlation_id] = (method, future)
-        headers: dict[str, Any] = {SENT_AT_NS: time.time_ns(), TIMEOUT_MS: round(timeout * 1000)}
+        headers: dict[str, Any] = {
+            SENT_AT_NS: time.time_ns(),
+            TIMEOUT_MS: round(timeout * 1000),
+            TRANSIT_NS: self._broker_rtt.half_ns(),
+        }
         exchange = self._topology.exchange
         # The PRODUCER span only in a sampled trace: unsampled, it would carry nothing, and the
         # call span's context (still valid, with its trace id) is what the worker continues.

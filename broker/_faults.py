@@ -15,7 +15,8 @@ Kinds of fault, per method (or for all methods of a queue): an added handler del
 drawn from a uniform or exponential distribution with that mean), an error rate (the request is
 answered with the ``injected`` error, acked, not dead-lettered: it is not a bad message), and a
 delay added to every database statement the handler runs; per queue: a prefetch (a smaller one
-congests the queue). ``clear`` removes the rules (and restores the prefetch).
+congests the queue). ``clear`` removes the rules (and restores the prefetch). A network delay
+(``network_*``) is for the delaying proxies of the dev stack, which listen on the same exchange.
 
 Off by default (``FAULTS_ENABLED``): a production worker does not listen for them.
 """
@@ -66,6 +67,19 @@ class FaultRule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     db_delay_ms: _Ms = 0.0
     prefetch: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     clear: bool = False
+    # A slow network: for the delaying proxies of the dev stack (loadtest/netdelay.py), not
+    # for workers. ``network_link`` selects one link (None: all), ``network_direction`` one way.
+    network_link: str | None = None
+    network_delay_ms: _Ms = 0.0
+    network_jitter_ms: _Ms = 0.0
+    network_direction: Literal["both", "request", "reply"] = "both"
+
+    @property
+    def is_network(self) -> bool:
+        """A rule for the network proxies (a worker leaves it alone)."""
+        return bool(
+            self.network_link is not None or self.network_delay_ms or self.network_jitter_ms
+        )
 
     def handler_delay(self, rng: random.Random) -> float:
         """Seconds to add to one request."""
@@ -107,6 +121,8 @@ class Faults:
         self._rng = rng or random.Random()  # noqa: S311 - fault sampling, not cryptography
 
     def matches(self, rule: FaultRule) -> bool:
+        if rule.is_network:
+            return False
         if rule.queue is not None and rule.queue != self.queue:
             return False
         return rule.method is None or rule.method in self.methods

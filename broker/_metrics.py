@@ -54,6 +54,23 @@ RPC_QUEUE_WAIT = Histogram(
     ["method"],
     buckets=BUCKETS,
 )
+RPC_QUEUE_TRANSIT = Histogram(
+    "rpc_queue_transit_seconds",
+    "The wire's share of the queue wait: to the broker and from it (estimated, see "
+    "docs/analysis.md).",
+    ["method"],
+    buckets=BUCKETS,
+)
+RPC_QUEUE_DWELL = Histogram(
+    "rpc_queue_dwell_seconds",
+    "The queue's share of the queue wait: queue wait minus transit.",
+    ["method"],
+    buckets=BUCKETS,
+)
+RPC_BROKER_ROUND_TRIP = Gauge(
+    "rpc_broker_round_trip_seconds",
+    "This process's round trip to the broker (the least of its last probes).",
+)
 RPC_HANDLER_DURATION = Histogram(
     "rpc_handler_duration_seconds",
     "Requests handled by a worker, by method and outcome.",

@@ -58,6 +58,7 @@ from ._telemetry import (
     records_nothing,
     wait_attributes,
 )
+from ._transit import BrokerRoundTrip, observe, split, transit_attributes
 from ._wire import (
     CONTENT_TYPE,
     HANDLER_NS,
@@ -152,6 +153,8 @@ class RpcWorker:
         self._faults = Faults(queue, prefetch) if faults else None
         self._connection_name = connection_name or f"{queue} {instance()}"
         self._consumer_tag: str | None = None
+        self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker/_transit.py)
+        self._measuring: contextlib.AsyncExitStack | None = None
 
     def register(
         self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
@@ -211,6 +214,8 @@ class RpcWorker:
             await self._consume()
             if self._faults is not None:
                 await self._listen_for_faults(channel)
+            self._measuring = contextlib.AsyncExitStack()
+            await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
             await self._connection.close()
             raise
@@ -375,6 +380,8 @@ class RpcWorker:
             if late:
                 # Unacked requests go back to the queue when the channel closes.
                 log.warning("worker stopped with %d requests unfinished", len(late))
+        if self._measuring is not None:
+            await self._measuring.aclose()
         if self._connection is not None:
             await self._connection.close()
 
@@ -447,6 +454,9 @@ class RpcWorker:
                 start_time=min(sent_at, received_ns),
                 attributes=wait_attributes(
                     method, properties.correlation_id, "rpc.queue_wait_ms", queue_wait_ns
+                )
+                | transit_attributes(
+                    *split(headers, sent_at, queue_wait_ns, self._broker_rtt.half_ns())
                 ),
             )
             wait.end(end_time=received_ns)
@@ -476,6 +486,9 @@ class RpcWorker:
     ) -> None:
         if sent_at is not None:
             labelled(RPC_QUEUE_WAIT, method).observe(wait_ns / 1e9, exemplar(span))
+            headers = message.header.properties.headers or {}
+            parts = split(headers, sent_at, wait_ns, self._broker_rtt.half_ns())
+            observe(method, *parts, exemplar(span))
         with Handling(method, span, "amqp", wait_ns) as handling:
             handling.outcome = await self._complete(
                 message, method, sent_at, received_ns, wait_ns, settled=settled

@@ -25,7 +25,14 @@ import aiohttp
 
 from loadtest import cli
 from loadtest import report as render
-from loadtest.critical_path import CATEGORIES, TraceResult, analyse_trace, root_span
+from loadtest.critical_path import (
+    CATEGORIES,
+    QUEUE_SIDE,
+    WIRE_SIDE,
+    TraceResult,
+    analyse_trace,
+    root_span,
+)
 from loadtest.traces import (
     Trace,
     TraceFormatError,
@@ -126,6 +133,16 @@ class Report:
             "category_share": _share(self.categories_us()[name], self.total_us),
         }
 
+    def sides(self) -> dict[str, dict[str, Any]]:
+        """Time in queues against time on the wire, per trace (docs/analysis.md)."""
+        total = self.total_us
+        sides = {}
+        for side, names in (("queue", QUEUE_SIDE), ("wire", WIRE_SIDE)):
+            values = [sum(r.categories[name] for name in names) for r in self.results]
+            sides[side] = {"categories": list(names)} | _stats_ms(values)
+            sides[side]["share"] = _share(sum(values), total)
+        return sides
+
     def _band_json(self, q: float) -> dict[str, Any]:
         band = self.band(q)
         size, total = max(len(band), 1), sum(r.duration_us for r in band)
@@ -164,6 +181,7 @@ class Report:
                 for name, values in per_category.items()
             },
             "critical_path": critical_path,
+            "sides": self.sides(),
             "percentiles": bands,
             "bottleneck": self.bottleneck(),
         }

@@ -32,7 +32,7 @@ from .stack import Stack, StackConfig, StackError, vhost
 from .traces import Trace, load_traces, within
 
 TRANSPORTS = ("amqp", "http")
-CATEGORIES = ("app", "db", "s3", "queue_wait", "reply_wait", "broker", "network")
+CATEGORIES = ("app", "db", "s3", "queue_wait", "transit", "reply_wait", "broker", "network")
 DETAIL = "GET /dramas/{id}"
 WARMUP_S = 1  # seconds the load generator sends before it measures
 
@@ -82,6 +82,7 @@ def breakdown(traces: list[Trace], window: tuple[int, int]) -> dict[str, Any]:
     return {
         "traces": document["traces"],
         "categories": {c: document["categories"][c] for c in CATEGORIES},
+        "sides": document["sides"],
         "bottleneck": document["bottleneck"],
     }
 
@@ -159,7 +160,29 @@ def report(result: dict[str, Any]) -> str:
         row += "".join(f"{analysis['categories'][c]['mean_ms']:11.3f}" for c in CATEGORIES)
         top = analysis["bottleneck"] or {}
         lines.append(row + f"  {top.get('category', '-')} at {top.get('where', '-')}")
+    lines += _sides(result["runs"])
     return "\n".join(lines)
+
+
+def _sides(runs: list[dict[str, Any]]) -> list[str]:
+    """Queue against wire per run: the headline question, with the analyser's definitions."""
+    if not runs:
+        return []
+    sides = runs[0]["analysis"]["sides"]
+    made = "; ".join(f"{side} = {' + '.join(s['categories'])}" for side, s in sides.items())
+    lines = ["", f"in queues vs on the wire (ms per trace; {made})"]
+    lines.append(
+        f"{'rate':>6} {'via':<5}{'queue p50':>11}{'queue p99':>11}{'share':>7}"
+        f"{'wire p50':>11}{'wire p99':>11}{'share':>7}"
+    )
+    for run in runs:
+        queue, wire = run["analysis"]["sides"]["queue"], run["analysis"]["sides"]["wire"]
+        lines.append(
+            f"{run['rate']:>6g} {run['transport']:<5}"
+            f"{queue['p50_ms']:11.3f}{queue['p99_ms']:11.3f}{queue['share']:7.1%}"
+            f"{wire['p50_ms']:11.3f}{wire['p99_ms']:11.3f}{wire['share']:7.1%}"
+        )
+    return lines
 
 
 def parser() -> cli.Parser:

@@ -25,7 +25,8 @@ All times are integer microseconds, so the pieces tile the root's interval exact
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loadtest.traces import Span, Trace
@@ -35,12 +36,19 @@ CATEGORIES = (
     "db",
     "s3",
     "queue_wait",
+    "transit",
     "reply_wait",
     "broker",
     "mesh",
     "network",
     "residual",
 )
+
+
+# The two sides of "is it the queue or the network?": time a request sat in a queue, against
+# time on the wire (to and from the broker, and between hosts), each direction.
+QUEUE_SIDE = ("queue_wait",)
+WIRE_SIDE = ("transit", "broker", "reply_wait", "network")
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,28 @@ def _is_rpc_call(node: _Node) -> bool:
     )
 
 
+def _mesh_category(node: _Node) -> str:
+    """A proxy span's own time: only what is demonstrably the proxy's is ``mesh``.
+
+    An outbound proxy (a sidecar's CLIENT span, or a gateway's) holds the hop to the callee:
+    its time around its remote child is ``network`` (``residual`` with no child: nothing
+    explains it). An inbound proxy's span holds the application behind it: when the
+    application left spans of its own under it, the time around them is the proxy's
+    (``mesh``); when it left none, the time is the application's (``app``).
+    """
+    span = node.span
+    if span.kind == "CLIENT" or str(span.attributes.get("node_id", "")).startswith("router~"):
+        return "network" if node.children else "residual"
+    if any(not _is_mesh(child.span) for child in node.children):
+        return "mesh"
+    return "app"
+
+
 def category(node: _Node) -> str:  # noqa: PLR0911 - one rule a line reads best
     """The category of a span's own time (first matching rule wins)."""
     span, attributes = node.span, node.span.attributes
     if _is_mesh(span):
-        return "mesh"
+        return _mesh_category(node)
     if "db.system" in attributes or "db.system.name" in attributes:
         return "db"
     if _is_s3(span):
@@ -165,7 +190,7 @@ def _pick_root(spans: list[Span], ids: set[str]) -> tuple[Span, list[Span]] | No
 def root_span(trace: Trace) -> Span | None:
     """The root `analyse_trace` reports, without the analysis; None where it returns None."""
     by_id = {span.span_id: span for span in trace.spans}
-    picked = _pick_root(list(trace.spans), set(by_id))
+    picked = _pick_root(_follow_links(list(trace.spans), set(by_id)), set(by_id))
     # The span analysed is the last of its id, as `analyse_trace`'s nodes keep it.
     return None if picked is None else by_id[picked[0].span_id]
 
@@ -226,9 +251,168 @@ def _walk(node: _Node, until: int, pieces: list[tuple[_Node, int, int]]) -> None
     pieces.append((node, node.start, point))
 
 
+def synthetic_id(span_id: str, role: str) -> str:
+    """The id of a span the analyser adds (``role`` of the span ``span_id``): 16 hex digits."""
+    return hashlib.blake2b(f"{span_id}/{role}".encode(), digest_size=8).hexdigest()
+
+
+def _follow_links(spans: list[Span], ids: set[str]) -> list[Span]:
+    """A span with no parent in the trace but a link to a span in it (a consumer linked to its
+    producer, not parented) takes the linked span as a FOLLOWS_FROM parent."""
+    followed = []
+    for span in spans:
+        link = next((link for link in span.links if link in ids), None)
+        if span.parent_id not in ids and link is not None and link != span.span_id:
+            followed.append(replace(span, parent_id=link, follows_from=True))
+        else:
+            followed.append(span)
+    return followed
+
+
+def _is_queue_wait(span: Span) -> bool:
+    return span.kind != "CLIENT" and (
+        "rpc.queue_wait_ms" in span.attributes or span.name.startswith("queue wait ")
+    )
+
+
+def _children(spans: list[Span]) -> dict[str, list[Span]]:
+    children: dict[str, list[Span]] = {}
+    for span in spans:
+        children.setdefault(span.parent_id, []).append(span)
+    return children
+
+
+def _reply_consumer(
+    producer: Span, consumer: Span, children: dict[str, list[Span]]
+) -> tuple[Span, Span] | None:
+    """The reply of a request-reply: a PRODUCER under ``consumer`` (the worker's reply) whose
+    CONSUMER child runs back in the caller's service (stock aio-pika: ``<reply-to> receive``)."""
+    stack = list(children.get(consumer.span_id, []))
+    while stack:
+        span = stack.pop()
+        if span.kind == "PRODUCER":
+            for receive in children.get(span.span_id, []):
+                if receive.kind == "CONSUMER" and receive.service == producer.service:
+                    return span, receive
+        stack.extend(children.get(span.span_id, []))
+    return None
+
+
+def _destination(send: Span) -> str:
+    """What a send's name says it sends to: ``rpc send`` (stock), ``send rpc:m`` (ours)."""
+    return send.name.removesuffix(" send").removeprefix("send ")
+
+
+def _synthetic(
+    of: Span, role: str, parent: str, name: str, interval: tuple[int, int], **attributes: Any
+) -> Span:
+    return Span(
+        trace_id=of.trace_id,
+        span_id=synthetic_id(of.span_id, role),
+        parent_id=parent,
+        service=of.service,
+        name=name,
+        kind="INTERNAL" if role != "call" else "CLIENT",
+        start_us=interval[0],
+        end_us=interval[1],
+        attributes={"analysis.synthetic": True, **attributes},
+    )
+
+
+def _other_request_replies(spans: list[Span]) -> list[Span]:
+    """Request-reply as other instrumentations trace it, made the shape rule 3 reads.
+
+    Stock opentelemetry-instrumentation-aio-pika traces a call as a PRODUCER (``<exchange or
+    routing key> send``) under the caller's own span, with no CLIENT span for the call, the
+    worker's CONSUMER (``<queue> receive``) under it, the worker's reply PRODUCER (``<reply-to
+    queue> send``) under that, and the caller's reply CONSUMER (``<reply-to queue> receive``)
+    under the reply. Nothing marks the waits. Here: a CONSUMER of another service under a
+    PRODUCER whose parent is not a CLIENT is a call when a reply comes back to the caller (or
+    when the worker is ours: its ``queue wait`` span says it handles requests). The analyser
+    adds what the caller's instrumentation did not record: the call (CLIENT, from the send to
+    the reply's receipt), the queue wait (from the send to the delivery) when the worker did not
+    record one, and the reply wait (from the reply's send to its receipt). Under our own CLIENT
+    span only the missing queue wait is added.
+    """
+    by_id = {span.span_id: span for span in spans}
+    children = _children(spans)
+    added: list[Span] = []
+    moved: dict[str, Span] = {}
+    for producer in spans:
+        if producer.kind != "PRODUCER":
+            continue
+        below = children.get(producer.span_id, [])
+        consumer = next(
+            (s for s in below if s.kind == "CONSUMER" and s.service != producer.service), None
+        )
+        if consumer is None:
+            continue
+        has_wait = any(_is_queue_wait(s) for s in below)
+        parent = by_id.get(producer.parent_id)
+        under_call = parent is not None and parent.kind == "CLIENT"
+        reply = _reply_consumer(producer, consumer, children)
+        if not under_call and ((reply is None and not has_wait) or parent is None):
+            continue  # a message nobody answers is not a call, nor one nobody in the trace sent
+        if not has_wait:
+            added.append(
+                _synthetic(
+                    producer,
+                    "queue wait",
+                    producer.span_id,
+                    f"queue wait {_destination(producer)}",
+                    (producer.start_us, max(producer.start_us, consumer.start_us)),
+                    **{"rpc.queue_wait_ms": (consumer.start_us - producer.start_us) / 1000},
+                )
+            )
+        if under_call:
+            continue
+        # The call ends when the caller has its reply; the worker's span after it sent the
+        # reply (its ack) is not waited for.
+        end = reply[1].end_us if reply else consumer.end_us
+        if reply is not None:
+            moved[consumer.span_id] = replace(
+                consumer, end_us=max(consumer.start_us, min(consumer.end_us, reply[0].end_us))
+            )
+        call = _synthetic(
+            producer,
+            "call",
+            producer.parent_id,
+            f"call {_destination(producer)}",
+            (producer.start_us, end),
+            **{"rpc.system": "rabbitmq"},
+        )
+        added.append(call)
+        moved[producer.span_id] = replace(producer, parent_id=call.span_id)
+        if reply is not None:
+            sent, received = reply
+            moved[received.span_id] = replace(received, parent_id=call.span_id)
+            added.append(
+                _synthetic(
+                    received,
+                    "reply wait",
+                    call.span_id,
+                    f"reply wait {_destination(producer)}",
+                    (min(sent.start_us, received.start_us), received.start_us),
+                    **{"rpc.reply_wait_ms": (received.start_us - sent.start_us) / 1000},
+                )
+            )
+    return [moved.get(span.span_id, span) for span in spans] + added
+
+
+def _transit_us(span: Span) -> int:
+    """A queue wait span's time on the wire (``rpc.queue_transit_ms``; 0 when not recorded)."""
+    raw = span.attributes.get("rpc.queue_transit_ms", 0)
+    try:
+        return max(0, round(float(raw) * 1000))
+    except (TypeError, ValueError):
+        return 0
+
+
 def analyse_trace(trace: Trace) -> TraceResult | None:
     """The critical path and categories of one trace; None if it has no span to root it."""
     spans = list(trace.spans)
+    ids = {span.span_id for span in spans}
+    spans = _other_request_replies(_follow_links(spans, ids))
     by_id = {span.span_id: span for span in spans}
     picked = _pick_root(spans, set(by_id))
     if picked is None:
@@ -274,12 +458,23 @@ def _result(
     self_us: dict[str, int] = {}
     first: dict[str, int] = {}
     owners: dict[str, _Node] = {}
+    transit: dict[str, int] = {}  # what is left to name transit, per queue wait span
     for node, start, end in pieces:
         span_id = node.span.span_id
         owners[span_id] = node
         self_us[span_id] = self_us.get(span_id, 0) + end - start
         first[span_id] = min(first.get(span_id, start), start)
-        categories[category(node)] += end - start
+        name = category(node)
+        if name == "queue_wait":
+            # The wire's share of a queue wait (its transit, to the broker and from it) is
+            # the wire's; what is left is the time in the queue (docs/analysis.md).
+            left = transit.setdefault(span_id, _transit_us(node.span))
+            wire = min(left, end - start)
+            transit[span_id] = left - wire
+            categories["transit"] += wire
+            categories[name] += end - start - wire
+        else:
+            categories[name] += end - start
     steps = [
         Step(owners[span_id].span, self_us[span_id], category(owners[span_id]))
         for span_id in sorted(owners, key=lambda s: (first[s], owners[s].start, s))

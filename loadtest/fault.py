@@ -7,6 +7,7 @@ rules now active on it, and those answers are printed. Examples::
     python -m loadtest fault --method stream.presign --delay-ms 50        # slow stream worker
     python -m loadtest fault --queue rpc.episode --prefetch 1 --delay-ms 20  # congested queue
     python -m loadtest fault --method episode.list --db-delay-ms 30       # slow episode database
+    python -m loadtest fault --network-delay-ms 5                         # slow network, each way
     python -m loadtest fault --clear                                      # back to normal
 """
 
@@ -63,6 +64,24 @@ def parser() -> cli.Parser:
     parser.add_argument(
         "--prefetch", type=cli.integer(1, 65535), help="the worker's prefetch (lower: congestion)"
     )
+    network = parser.add_argument_group(
+        "slow network (the dev stack's delaying proxy, loadtest/netdelay.py)"
+    )
+    network.add_argument(
+        "--network-delay-ms", type=cli.number(0, 600_000), default=0.0, help="added each way"
+    )
+    network.add_argument(
+        "--network-jitter-ms", type=cli.number(0, 600_000), default=0.0, help="delay +- this"
+    )
+    network.add_argument(
+        "--network-direction",
+        choices=("both", "request", "reply"),
+        default="both",
+        help="request: towards the broker or worker; reply: back",
+    )
+    network.add_argument(
+        "--network-link", help="one link: drama-amqp, workers-amqp, episode-http, stream-http"
+    )
     parser.add_argument("--clear", action="store_true", help="remove the selected rules")
     parser.add_argument(
         "--expect", type=cli.integer(1, 10_000), help="return once this many workers answered"
@@ -97,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             "db_delay_ms": args.db_delay_ms,
             "prefetch": args.prefetch,
             "clear": args.clear,
+            "network_link": args.network_link,
+            "network_delay_ms": args.network_delay_ms,
+            "network_jitter_ms": args.network_jitter_ms,
+            "network_direction": args.network_direction,
         }
         default = FaultRule()
         # Only what was asked for, so the workers' answers read like the command line.

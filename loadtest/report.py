@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadtest.critical_path import CATEGORIES
+from loadtest.critical_path import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,6 +24,7 @@ COLOURS = {
     "db": "#dd8452",
     "s3": "#55a868",
     "queue_wait": "#c44e52",
+    "transit": "#e6a0a2",
     "reply_wait": "#8172b3",
     "broker": "#937860",
     "mesh": "#da8bc3",
@@ -36,12 +37,16 @@ CATEGORY_KEY = {
     "app": "the services' own code: handlers, (de)serialisation, the event loop",
     "db": "database statements, as the SQL driver's spans time them",
     "s3": "object-store calls (presigning, or S3 requests)",
-    "queue_wait": "a request waiting in a RabbitMQ queue for a worker to take it",
+    "queue_wait": "a request waiting in a RabbitMQ queue for a worker to take it (its dwell)",
+    "transit": "a request on the wire to the broker and from it to the worker (the queue "
+    "wait's wire share, from round trips to the broker)",
     "reply_wait": "a reply travelling back from the worker to the caller",
     "broker": "publishing to RabbitMQ until it confirmed, and a call's time not otherwise "
     "explained",
-    "mesh": "time inside Envoy/Istio sidecar proxies",
-    "network": "HTTP on the wire: a client span's time around its remote server span",
+    "mesh": "Envoy/Istio proxies' own work: an inbound sidecar's time around the application "
+    "span under it",
+    "network": "on the wire between hosts: a client span's (or outbound sidecar's) time around "
+    "its remote server span",
     "residual": "a call whose callee left no span: nothing explains that time",
 }
 
@@ -106,6 +111,7 @@ def table(report: Report) -> str:
             f"p95 {duration['p95_ms']:.3f} ms, p99 {duration['p99_ms']:.3f} ms",
             _text_table(CATEGORY_HEAD, categories),
             _text_table(PATH_HEAD, path),
+            sides_line(document),
             _bottleneck_line(document),
         ]
     )
@@ -131,15 +137,31 @@ def figure(report: Report, document: dict[str, Any] | None = None) -> Figure:
     bars.set_ylabel("ms (mean of the traces around the percentile)")
     bars.set_title("where the time goes")
     bars.legend(fontsize="small", loc="upper left")
-    for name in ("queue_wait", "network"):
-        values = sorted(result.categories[name] / 1000 for result in report.results)
+    for side, names, colour in (
+        ("in queues", QUEUE_SIDE, COLOURS["queue_wait"]),
+        ("on the wire", WIRE_SIDE, COLOURS["network"]),
+    ):
+        values = sorted(
+            sum(result.categories[name] for name in names) / 1000 for result in report.results
+        )
         fractions = [(i + 1) / len(values) for i in range(len(values))]
-        cdf.step(values, fractions, where="post", label=name, color=COLOURS[name])
+        label = f"{side}: {' + '.join(names)}"
+        cdf.step(values, fractions, where="post", label=label, color=colour)
     cdf.set_xlabel("ms per trace")
     cdf.set_ylabel("fraction of traces")
-    cdf.set_title("queue wait vs network")
-    cdf.legend()
+    cdf.set_title("time waiting in queues vs time on the wire")
+    cdf.legend(fontsize="small")
     return fig
+
+
+def sides_line(document: dict[str, Any]) -> str:
+    """Queue against wire, per trace, and which categories make each side."""
+    sides = document["sides"]
+    return "; ".join(
+        f"{side} ({' + '.join(stats['categories'])}): p50 {stats['p50_ms']:.3f} ms, "
+        f"p99 {stats['p99_ms']:.3f} ms, {stats['share']:.1%} of trace time"
+        for side, stats in sides.items()
+    )
 
 
 def png(report: Report, document: dict[str, Any] | None = None) -> bytes:
@@ -188,8 +210,9 @@ def html_page(document: dict[str, Any], plot: bytes) -> str:
 <p>Duration p50 {duration["p50_ms"]:.3f} ms, p95 {duration["p95_ms"]:.3f} ms,
 p99 {duration["p99_ms"]:.3f} ms, mean {duration["mean_ms"]:.3f} ms.</p>
 <p class="bottleneck">{html.escape(_bottleneck_line(document))}</p>
-<img alt="stacked breakdown by percentile; CDF of queue wait and network"
+<img alt="stacked breakdown by percentile; CDF of time in queues and time on the wire"
  src="data:image/png;base64,{image}">
+<p>Queue against wire, per trace: {html.escape(sides_line(document))}.</p>
 <h2>Categories</h2>
 {_html_table(CATEGORY_HEAD, categories)}
 <h2>Critical path</h2>

@@ -35,6 +35,7 @@ READY = {
     "episode": "episode-service ready",
     "stream": "stream-service ready",
     "drama": "drama-service listening on",
+    "netdelay": "netdelay ready",
     "web": "player listening on",
 }
 SERVICES = ("episode", "stream", "drama")
@@ -77,6 +78,9 @@ class StackConfig:
     # With no OTEL_EXPORTER_OTLP_ENDPOINT: an OTLP sink on this port keeps the spans in
     # workdir/spans.jsonl for `python -m loadtest analyze` (None: spans are not exported).
     sink_port: int | None = None
+    # Route drama-service and the workers through the delaying proxy (loadtest/netdelay.py),
+    # so that `python -m loadtest fault --network-delay-ms N` can slow the network.
+    network_proxy: bool = False
     # The player (web/dist) and the API on one origin (loadtest/front.py); None: no player.
     web_port: int | None = None
 
@@ -98,6 +102,7 @@ class Stack:
         self._ready: dict[str, asyncio.Event] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._logs: dict[str, TextIO] = {}
+        self.links: dict[str, tuple[int, str]] = {}  # netdelay: name -> (its port, upstream)
 
     async def __aenter__(self) -> Stack:
         try:
@@ -142,6 +147,7 @@ class Stack:
         for variable, value in self._transport_env(service).items():
             if variable not in cfg.env:
                 env[variable] = value
+        env |= self._proxied(service, env)
         if service in ("drama", "episode"):
             url = cfg.drama_database_url if service == "drama" else cfg.episode_database_url
             env["DATABASE_URL"] = url or f"sqlite+aiosqlite:///{workdir}/{service}.db"
@@ -163,9 +169,38 @@ class Stack:
             return {"RPC_HTTP_HOST": "127.0.0.1", "RPC_HTTP_PORT": str(port)}
         return {}
 
+    def _proxied(self, service: str, env: Mapping[str, str]) -> dict[str, str]:
+        """With the delaying proxy: the addresses of ``service``'s peers, through its links."""
+        if not self.links or _kind(service) not in SERVICES:
+            return {}
+        amqp = self.links["drama-amqp" if service == "drama" else "workers-amqp"][0]
+        proxied = {"AMQP_URL": _with_port(env["AMQP_URL"], amqp)}
+        if service == "drama" and self.config.transport == "http":
+            for name, variable in (("episode", "EPISODE_RPC_URL"), ("stream", "STREAM_RPC_URL")):
+                proxied[variable] = _with_port(env[variable], self.links[f"{name}-http"][0])
+        return proxied
+
+    async def start_network_proxy(self) -> None:
+        """The delaying proxy in front of the broker (and of the workers' HTTP ports)."""
+        cfg = self.config
+        broker = urllib.parse.urlsplit(cfg.amqp_url)
+        upstreams = {
+            "drama-amqp": f"{broker.hostname or '127.0.0.1'}:{broker.port or 5672}",
+            "workers-amqp": f"{broker.hostname or '127.0.0.1'}:{broker.port or 5672}",
+        }
+        if cfg.transport == "http":
+            upstreams["episode-http"] = f"127.0.0.1:{cfg.episode_rpc_port}"
+            upstreams["stream-http"] = f"127.0.0.1:{cfg.stream_rpc_port}"
+        self.links = {name: (free_port(), upstream) for name, upstream in upstreams.items()}
+        links = [f"{name}={port}:{up}" for name, (port, up) in self.links.items()]
+        args = [arg for link in links for arg in ("--link", link)]
+        await self.start_process("netdelay", "loadtest.netdelay", *args, "--amqp-url", cfg.amqp_url)
+
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
+        if self.config.network_proxy:
+            await self.start_network_proxy()
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
         if self.sinks_spans:
             # This run's spans only: a file that grew over many runs mixes them up.
@@ -290,9 +325,17 @@ class Stack:
 
     async def stop(self) -> None:
         # The front first: it drains its requests while the workers still answer them.
-        order = ("web", "drama", "episode", "stream", "s3", "sink")
+        order = ("web", "drama", "episode", "stream", "netdelay", "s3", "sink")
         for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
+
+
+def _with_port(url: str, port: int) -> str:
+    """``url`` aimed at 127.0.0.1:``port`` (a link of the delaying proxy), all else kept."""
+    parts = urllib.parse.urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def free_port() -> int:
@@ -386,7 +429,12 @@ async def _run(config: StackConfig) -> None:
             f":{config.stream_metrics_port}/metrics)\n"
             f"Load: {python} -m loadtest load --url {base} --duration 10 --run-id try1\n"
             f"Inject a fault: {python} -m loadtest fault --method stream.presign --delay-ms 50\n"
-            f"{traces}\n"
+            + (
+                f"Slow the network: {python} -m loadtest fault --network-delay-ms 5\n"
+                if stack.links
+                else ""
+            )
+            + f"{traces}\n"
             f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -451,6 +499,13 @@ def parser() -> cli.Parser:
         "port in WORKDIR/spans.jsonl (0: do not export spans)",
     )
     add(
+        "--no-network-proxy",
+        dest="network_proxy",
+        action="store_false",
+        help="connect the services directly, without the delaying proxy that "
+        "`python -m loadtest fault --network-delay-ms` sets (default: through the proxy)",
+    )
+    add(
         "--web-port",
         type=cli.PORT_OR_ZERO,
         default=8088,
@@ -471,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_dramas=args.dramas,
         transport=args.transport,
         sink_port=args.sink_port or None,
+        network_proxy=args.network_proxy,
         web_port=args.web_port or None,
         echo=True,
         env={

@@ -42,6 +42,9 @@ class Span:
     end_us: int
     attributes: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     follows_from: bool = False  # the parent reference is FOLLOWS_FROM: the parent did not wait
+    # Span ids this span links to (OTLP links, Jaeger's other FOLLOWS_FROM references): a
+    # consumer linked to its producer instead of parented to it (docs/analysis.md, rule 2).
+    links: tuple[str, ...] = field(default=(), hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ def otlp_spans(document: Mapping[str, Any]) -> Iterator[Span]:
                     start_us=int(span["startTimeUnixNano"]) // 1000,
                     end_us=int(span["endTimeUnixNano"]) // 1000,
                     attributes=_otlp_attributes(span.get("attributes", [])),
+                    links=tuple(
+                        normalise_id(link["spanId"], 8)
+                        for link in span.get("links") or []
+                        if link.get("spanId")
+                    ),
                 )
 
 
@@ -155,6 +163,7 @@ def _jaeger_span(span: Mapping[str, Any], processes: Mapping[str, Any]) -> Span:
         end_us=start + int(span.get("duration", 0)),
         attributes=tags,
         follows_from=not child_of and bool(follows),
+        links=tuple(normalise_id(ref["spanID"], 8) for ref in follows if ref is not parent),
     )
 
 

@@ -37,7 +37,7 @@ from loadtest.sink import create_app, otlp_json
 from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
 from tests.conftest import running_sink
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
-from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC
+from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC, SIDECARS
 from tests.otlp import request_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,6 +234,14 @@ def test_percentiles_shares_bands_and_bottleneck() -> None:
     app = document["critical_path"]["episode-service:process q m"]
     assert app["mean_ms"] == 0.6
     assert app["p99_share"] == 0.006
+    assert document["sides"] == {
+        "queue": {"categories": ["queue_wait"]} | waits,
+        "wire": {
+            "categories": ["transit", "broker", "reply_wait", "network"],
+            **dict.fromkeys(["p50_ms", "p95_ms", "p99_ms", "mean_ms"], 0.2),
+            "share": round(20_000 / 5_150_000, 4),
+        },
+    }
     shares = sum(stats["share"] for stats in document["categories"].values())
     assert shares == pytest.approx(1, abs=1e-3)
 
@@ -394,6 +402,9 @@ async def test_cli_plot_and_html(tmp_path: Path) -> None:
     assert "<style>" in text
     assert "bottleneck: queue_wait at episode-service:queue wait m" in text
     assert "<td>episode-service:queue wait m</td>" in text
+    # The headline: queue against wire, with the categories that make each side.
+    assert "queue (queue_wait): p50 10.500 ms" in text
+    assert "wire (transit + broker + reply_wait + network): p50 0.200 ms" in text
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r'(src|href)="(?!data:)', text)
 
@@ -546,19 +557,22 @@ def fenced_blocks(text: str, language: str) -> list[str]:
     return blocks
 
 
-def test_docs_snippet_and_worked_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/analysis.md's code runs, and its worked example is what the analyser says."""
+def test_docs_snippet_and_worked_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/analysis.md's code runs, and its worked examples are what the analyser says."""
     text = (ROOT / "docs" / "analysis.md").read_text()
     write(tmp_path, otlp(OURS), "spans.jsonl")
     monkeypatch.chdir(tmp_path)
     (snippet,) = fenced_blocks(text, "python")
     exec(snippet, {})  # noqa: S102 - the documentation's own example
-    (result,) = analyze(load_traces([tmp_path / "spans.jsonl"])).results
-    shown = "\n".join(
-        f"{s.span.service:16} {s.span.kind:9} {s.category:11} {s.self_us / 1000:6.3f} {s.span.name}"
-        for s in result.critical_path
-    )
-    assert shown + "\n" in fenced_blocks(text, "")
+    for case in (OURS, SIDECARS):
+        (result,) = analyze(load_traces([write(tmp_path, otlp(case))])).results
+        width = max(16, *(len(s.service) for s in case.spans))
+        shown = "\n".join(
+            f"{s.span.service:{width}} {s.span.kind:9} {s.category:11} {s.self_us / 1000:6.3f} "
+            f"{s.span.name}"
+            for s in result.critical_path
+        )
+        assert shown + "\n" in fenced_blocks(text, "")
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "rpc_client_calls_in_flight": ("gauge", frozenset({"method"})),
     "rpc_client_errors_total": ("counter", frozenset({"method", "error_type"})),
     "rpc_queue_wait_seconds": ("histogram", frozenset({"method"})),
+    "rpc_queue_transit_seconds": ("histogram", frozenset({"method"})),
+    "rpc_queue_dwell_seconds": ("histogram", frozenset({"method"})),
+    "rpc_broker_round_trip_seconds": ("gauge", frozenset()),
     "rpc_handler_duration_seconds": ("histogram", frozenset({"method", "outcome"})),
     "rpc_handler_in_flight": ("gauge", frozenset({"method"})),
     "rpc_dead_lettered_total": ("counter", frozenset({"queue", "reason"})),
@@ -292,6 +295,14 @@ def test_latency_breakdown_answers_where_the_time_goes() -> None:
         if f"{m}_bucket" in t["expr"]
     }
     assert p99 == parts | {"http_server_request_duration_seconds", "rpc_client_duration_seconds"}
+
+    # Queue or wire: the queue's share (its dwell) beside the wire's (overhead less dwell).
+    stats = {p["title"]: p for p in all_panels if p["type"] == "stat"}
+    queue, wire = stats["Queue share of RPC time (5m)"], stats["Wire share of RPC time (5m)"]
+    assert metrics_of(queue) == {"rpc_queue_dwell_seconds_sum", "rpc_client_duration_seconds_sum"}
+    assert metrics_of(wire) == metrics_of(queue) | {"rpc_overhead_seconds_sum"}
+    assert queue["gridPos"]["y"] == wire["gridPos"]["y"]
+    assert queue["gridPos"]["x"] + queue["gridPos"]["w"] == wire["gridPos"]["x"]
 
     http = [
         t["expr"]

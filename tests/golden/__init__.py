@@ -12,6 +12,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtest.critical_path import synthetic_id
+
 T0_US = 1_764_000_000_000_000  # an epoch in microseconds, for absolute times
 KIND_NUMBERS = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 
@@ -29,6 +31,7 @@ class G:
     end: int
     attributes: dict[str, Any] = field(default_factory=dict)
     follows_from: bool = False
+    links: tuple[str, ...] = ()  # short names of linked spans (OTLP links, Jaeger FOLLOWS_FROM)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,13 @@ class Case:
 
 
 def hex_id(name: str) -> str:
-    """A short span name as a 16-digit hex id ("" stays "": no parent)."""
+    """A short span name as a 16-digit hex id ("" stays "": no parent).
+
+    ``"B/call"`` names the span the analyser adds for span B (`synthetic_id`).
+    """
+    if "/" in name:
+        base, role = name.split("/", 1)
+        return synthetic_id(hex_id(base), role)
     return name.encode().hex().rjust(16, "0")[-16:] if name else ""
 
 
@@ -71,6 +80,11 @@ def jaeger(case: Case) -> dict[str, Any]:
                     "spanID": hex_id(span.parent),
                 }
             )
+        # Jaeger shows OTLP links as FOLLOWS_FROM references after the parent's.
+        references += [
+            {"refType": "FOLLOWS_FROM", "traceID": case.trace_id, "spanID": hex_id(link)}
+            for link in span.links
+        ]
         tags = [{"key": "span.kind", **_jaeger_value(span.kind.lower())}]
         tags += [{"key": key, **_jaeger_value(value)} for key, value in span.attributes.items()]
         spans.append(
@@ -128,6 +142,16 @@ def otlp(case: Case, ids: str = "hex", kinds: str = "number") -> dict[str, Any]:
                     for key, value in span.attributes.items()
                 ],
                 "status": {},
+                **(
+                    {
+                        "links": [
+                            {"traceId": encode(case.trace_id), "spanId": encode(hex_id(link))}
+                            for link in span.links
+                        ]
+                    }
+                    if span.links
+                    else {}
+                ),
             }
             for span in case.spans
             if span.service == service
