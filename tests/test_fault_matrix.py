@@ -10,6 +10,7 @@ measures the capacity first, in the same test, then offers twice that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -374,7 +375,9 @@ async def test_slow_or_oversized_headers_are_cut_off(running: Stack) -> None:
         for reader, writer in slow:
             writer.write(b"X-Slow: 1\r\n")  # still sending, never finishing
             async with asyncio.timeout(5):  # closed by the server, or this fails
-                assert b"200 OK" not in await reader.read()
+                # Closed with data unread, the server resets: a close too.
+                with contextlib.suppress(ConnectionResetError):
+                    assert b"200 OK" not in await reader.read()
     finally:
         for _, writer in slow:
             writer.close()
