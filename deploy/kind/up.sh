@@ -14,8 +14,10 @@ values=terraform/modules/addons/values
 # 1. Cluster and image
 kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --wait 5m
 docker build -t drama-streaming:0.1.0 .
+docker build --target seed -t drama-streaming-seed:0.1.0 .   # stream's seed: plus ffmpeg
 docker build -t drama-streaming-web:0.1.0 web        # the player (web/Dockerfile)
 kind load docker-image drama-streaming:0.1.0 --name "$cluster"
+kind load docker-image drama-streaming-seed:0.1.0 --name "$cluster"
 kind load docker-image drama-streaming-web:0.1.0 --name "$cluster"
 
 # 2. Istio: CRDs, the CNI node agent, istiod with the Jaeger provider, the ingress gateway

@@ -95,7 +95,46 @@ def test_image_is_multi_stage_on_a_pinned_slim_base() -> None:
     final = all_stages[-1]
     copies = final.args("COPY")
     assert copies == ["--from=builder /opt/venv /opt/venv"], f"final stage copies {copies}"
-    assert all_stages[-2].name == "builder"
+    # The default target is last; before it, only the builder and the seed target.
+    assert all_stages[0].name == "builder"
+    assert [s.name for s in all_stages[1:-1]] in ([], ["seed"])
+
+
+def test_seed_target_is_the_app_plus_ffmpeg_and_runs_unprivileged() -> None:
+    """`--target seed`: the same venv and user as the services' image, plus Debian's ffmpeg
+    (and a font for drawtext) so that `stream seed` uploads playable media; no other stage
+    installs a system package."""
+    by_name = {s.name: s for s in stages()}
+    seed, final = by_name["seed"], stages()[-1]
+    assert seed.base == final.base
+    assert seed.args("COPY") == final.args("COPY")
+    assert seed.args("USER") == final.args("USER") == ["10001:10001"]
+    assert seed.args("ENTRYPOINT") == final.args("ENTRYPOINT")
+    assert seed.args("CMD") == ['["stream", "seed"]']
+    (install,) = [r for r in seed.args("RUN") if "apt-get install" in r]
+    packages = set(install.split("apt-get install", 1)[1].split("&&", 1)[0].split())
+    assert {"ffmpeg", "fonts-dejavu-core", "--no-install-recommends"} <= packages
+    assert "rm -rf /var/lib/apt/lists/*" in install
+    assert "useradd --system --uid 10001" in " ".join(seed.args("RUN"))
+    for stage in stages():
+        if stage.name != "seed":
+            assert "apt-get" not in " ".join(stage.args("RUN")), stage.name
+
+
+def test_only_the_stream_seed_runs_the_seed_target() -> None:
+    """compose builds the seed target for stream-seed alone; every other program of ours runs
+    the default target, which has no ffmpeg."""
+    for name, service in services("load").items():
+        build = service.get("build")
+        if not build:
+            continue
+        if name == "stream-seed":
+            assert build.get("target") == "seed", name
+            assert service["image"] == "drama-streaming-seed:local"
+            assert service["command"] in (None, ["stream", "seed"]), service["command"]
+        elif Path(build["context"]).resolve() == ROOT:
+            assert "target" not in build, name
+            assert service["image"] == "drama-streaming:local", name
 
 
 def test_final_stage_has_no_build_tools_and_runs_unprivileged() -> None:

@@ -80,11 +80,10 @@ MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
 
 # checkov findings accepted, each with its reason. Nothing else may fail.
 CHECKOV_SKIPS = {
-    # RabbitMQ and PostgreSQL are pinned by digest (from docker-library/repo-info). Ours is an
-    # immutable ECR tag on EKS (the commit SHA; its digest exists only after the build) and the
-    # local build loaded with `kind load`; Jaeger, MinIO and Locust by exact release tags: no
-    # authoritative source of their digests was reachable offline.
-    "CKV_K8S_43": "ours and three third-party images by exact immutable tags (see above)",
+    # Third-party images are pinned by digest (docs/image-digests.md) but Jaeger (no digest of
+    # its tag found). Ours is an immutable ECR tag on EKS (the commit SHA; its digest exists
+    # only after the build) and the local build loaded with `kind load`.
+    "CKV_K8S_43": "ours by immutable tags, Jaeger by its exact release tag (see above)",
     # "Prefer secrets as files": the services read their settings, AMQP_URL and DATABASE_URL
     # included, from the environment only (Settings.from_env, repr=False for the URLs), and
     # botocore reads MinIO's keys from AWS_* variables. Each Secret is the one service's own.
@@ -707,6 +706,7 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
         "MEDIA_BUCKET",
         "AWS_REGION",
         "IMAGE",
+        "WEB_IMAGE",
         "CERTIFICATE_ARN",
         "DB_HOST",
         "DB_MASTER_SECRET_ARN",
@@ -725,6 +725,15 @@ def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]])
     )
     for service in SERVICES:
         assert container(one(docs, "Deployment", service))["image"] == outputs["IMAGE"]
+    assert container(one(docs, "Deployment", "web"))["image"] == outputs["WEB_IMAGE"]
+    # No image of ours is left with its local name (drama-streaming*:0.1.0): all come from ECR.
+    ours = {outputs["IMAGE"], outputs["WEB_IMAGE"]}
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            spec = d["spec"]["template"]["spec"]
+            for c in spec["containers"] + spec.get("initContainers", []):
+                if c["image"].split("/")[-1].startswith("drama-streaming"):
+                    assert c["image"] in ours, (d["metadata"]["name"], c["image"])
     seed = one(docs, "Job", "seed")["spec"]["template"]["spec"]
     postgres = one(rendered["local"], "StatefulSet", "postgres")
     for c in seed["initContainers"] + seed["containers"]:
@@ -816,3 +825,28 @@ def test_yamllint_k8s() -> None:
 
 if __name__ == "__main__":
     write_prometheus_rules()
+
+
+def test_local_stream_seed_runs_the_seed_target_that_kind_builds_and_loads(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """Playable media in kind: stream's seed runs the Dockerfile's seed target (ffmpeg), which
+    the kind script and the CI job build and load; nothing else runs it."""
+    seed = one(rendered["local"], "Job", "seed")["spec"]["template"]["spec"]
+    images = {c["name"]: c["image"] for c in seed["initContainers"] + seed["containers"]}
+    assert images["stream-seed"] == "drama-streaming-seed:0.1.0"
+    (stream,) = [c for c in seed["initContainers"] if c["name"] == "stream-seed"]
+    assert stream["command"] == ["python", "-m", "stream", "seed"]
+    assert stream["imagePullPolicy"] == "IfNotPresent"
+    for overlay, docs in rendered.items():
+        for d in docs:
+            if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+                spec = d["spec"]["template"]["spec"]
+                for c in spec["containers"] + spec.get("initContainers", []):
+                    if "drama-streaming-seed" in c["image"]:
+                        assert (overlay, c["name"]) == ("local", "stream-seed")
+    up = (ROOT / "deploy" / "kind" / "up.sh").read_text()
+    assert "docker build --target seed -t drama-streaming-seed:0.1.0 ." in up
+    assert 'kind load docker-image drama-streaming-seed:0.1.0 --name "$cluster"' in up
+    kind = (ROOT / ".github" / "workflows" / "kind.yml").read_text()
+    assert "docker build --pull --target seed -t drama-streaming-seed:0.1.0 ." in kind

@@ -14,7 +14,7 @@ import yaml
 
 from broker import ConfigError, Env, WorkerSettings
 from tests.infra.compose_files import compose_config, env_file
-from tests.infra.conftest import NAMESPACE, ROOT, Doc, eks_terraform_env
+from tests.infra.conftest import NAMESPACE, ROOT, Doc, eks_terraform_env, run
 from tests.infra.test_k8s import SERVICES, container, create_secrets, created_secrets, find, one
 
 ALLOWED_VOLUMES = {
@@ -296,3 +296,87 @@ def test_compose_programs_with_a_ca_file_mount_it_after_it_is_made() -> None:
             assert "amqp-certs" in after(name, set()), name
         else:
             assert not mounts, f"{name} mounts the broker's CA without using it"
+
+
+# Every other third-party image, by tag and digest, with where the digest was found (the tag's
+# multi-platform index, never a per-platform manifest); docs/image-digests.md has the details.
+THIRD_PARTY_DIGESTS = {
+    # docker-library/repo-info (node:20-slim = 20.19.5 bookworm, index) and 10+ repositories.
+    "node:20.19.5-bookworm-slim": (
+        "sha256:9e70124bd00f47dd023e349cd587132ae61892acc0e47ed641416c3e18f401c3"
+    ),
+    "python:3.11.13-slim-bookworm": (
+        "sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1"
+    ),
+    "nginxinc/nginx-unprivileged:1.27.5-alpine": (
+        "sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0"
+    ),
+    "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z": (
+        "sha256:14cea493d9a34af32f524e538b8346cf79f3321eff8e708c1e2960462bd8936e"
+    ),
+    "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z": (
+        "sha256:a7fe349ef4bd8521fb8497f55c6042871b2ae640607cf99d9bede5e9bdf11727"
+    ),
+    "prom/prometheus:v3.5.0": (
+        "sha256:63805ebb8d2b3920190daf1cb14a60871b16fd38bed42b857a3182bc621f4996"
+    ),
+    "grafana/grafana:12.1.1": (
+        "sha256:a1701c2180249361737a99a01bc770db39381640e4d631825d38ff4535efa47d"
+    ),
+    "locustio/locust:2.46.6": (
+        "sha256:d43616228012a7d79b883e2ecd42f87640469377f2b666c4ab27e5248dfdf35f"
+    ),
+}
+# Tag only, each with its reason (docs/image-digests.md).
+TAG_ONLY = {
+    "jaegertracing/jaeger:2.10.0": "no digest of 2.10.0 found in two independent sources",
+}
+
+
+def third_party_images(rendered: dict[str, list[Doc]]) -> dict[str, set[str]]:
+    """Every image reference outside ours, by where it is used."""
+    found: dict[str, set[str]] = {}
+    for name, service in compose_config("load").get("services", {}).items():
+        if "image" in service and "build" not in service:
+            found.setdefault(service["image"], set()).add(f"compose:{name}")
+    locust = run_kustomize(ROOT / "k8s" / "locust")
+    for where, docs in [*rendered.items(), ("locust", locust)]:
+        for d in docs:
+            if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+                spec = d["spec"]["template"]["spec"]
+                for c in spec["containers"] + spec.get("initContainers", []):
+                    found.setdefault(c["image"], set()).add(f"{where}:{c['name']}")
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "web" / "Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("FROM "):
+                found.setdefault(line.split()[1], set()).add(str(dockerfile.relative_to(ROOT)))
+    return {
+        image: uses
+        for image, uses in found.items()
+        if not image.split("/")[-1].startswith("drama-streaming")
+        and image.split("@")[0] not in OFFICIAL_DIGESTS
+    }
+
+
+def run_kustomize(directory: Path) -> list[Doc]:
+    text = run("kubectl", "kustomize", directory).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_every_other_third_party_image_is_pinned_by_its_found_digest(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """compose, both overlays, the Locust manifests and both Dockerfiles: each third-party
+    image is tag@digest with the digest recorded above for that exact tag, or on the short,
+    explained tag-only list; every recorded pin is in use."""
+    images = third_party_images(rendered)
+    pinned = {f"{tag}@{digest}" for tag, digest in THIRD_PARTY_DIGESTS.items()}
+    for image, uses in images.items():
+        assert image in pinned or image in TAG_ONLY, (image, sorted(uses))
+    assert pinned | set(TAG_ONLY) == set(images)
+    documented = (ROOT / "docs" / "image-digests.md").read_text()
+    for tag, digest in THIRD_PARTY_DIGESTS.items():
+        assert f"`{tag}`" in documented, tag
+        assert digest in documented, tag
+    for tag in TAG_ONLY:
+        assert f"`{tag}`" in documented, tag

@@ -44,6 +44,7 @@ OVERLAY_ENV_OUTPUTS = {
     "MEDIA_BUCKET": "media_bucket_name",
     "AWS_REGION": "region",
     "IMAGE": "ecr_repository_url",
+    "WEB_IMAGE": "web_ecr_repository_url",
     "CERTIFICATE_ARN": "certificate_arn",
     "DB_HOST": "db_host",
     "DB_MASTER_SECRET_ARN": "db_master_secret_arn",
@@ -377,6 +378,43 @@ def test_stream_service_may_only_read_media_objects() -> None:
     assert "managed_policy_arns" not in role
 
 
+# Image repositories -------------------------------------------------------------------------
+
+
+def test_both_image_repositories_are_immutable_scanned_encrypted_and_pushable() -> None:
+    """The services' image and the player's: the same settings, one KMS key, the same lifecycle;
+    the push role may push to both (and nothing else), the deploy role only describe them."""
+    repositories = blocks(load(PROD), "resource", "aws_ecr_repository")
+    assert set(repositories) == {"app", "web"}
+    assert repositories["web"]["name"] == "${var.name}-web"
+    for name, repository in repositories.items():
+        assert repository["image_tag_mutability"] == "IMMUTABLE", name
+        (scanning,) = repository["image_scanning_configuration"]
+        assert scanning["scan_on_push"] is True, name
+        (encryption,) = repository["encryption_configuration"]
+        assert encryption == {"encryption_type": "KMS", "kms_key": "${aws_kms_key.ecr.arn}"}, name
+    policies = blocks(load(PROD), "resource", "aws_ecr_lifecycle_policy")
+    assert {p["repository"] for p in policies.values()} == {
+        "${aws_ecr_repository.app.name}",
+        "${aws_ecr_repository.web.name}",
+    }
+    assert {p["policy"] for p in policies.values()} == {"${local.ecr_lifecycle_policy}"}
+    both = ["${aws_ecr_repository.app.arn}", "${aws_ecr_repository.web.arn}"]
+    push = {s.get("sid"): s for s in policy_statements(PROD, "github_push")}
+    assert push["EcrPushThisRepository"]["resources"] == both
+    deploy = policy_statements(PROD, "github_deploy")
+    (describe,) = [s for s in deploy if s["actions"] == ["ecr:DescribeImages"]]
+    assert describe["resources"] == both
+
+
+def test_the_player_runs_the_image_of_its_repository_on_eks() -> None:
+    """WEB_IMAGE (the web repository, the release's tag) is the web Deployment's image."""
+    (container,) = rendered("Deployment", "web")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == eks_terraform_env()["WEB_IMAGE"]
+    assert container["image"].rsplit(":", 1)[0].endswith("/drama-streaming-web")
+    assert eks_terraform_env()["IMAGE"].rsplit(":", 1)[1] == container["image"].rsplit(":", 1)[1]
+
+
 # Outputs wired into the eks overlay ----------------------------------------------------------
 
 
@@ -387,7 +425,8 @@ def test_overlay_env_lines_are_the_named_outputs() -> None:
     doc = load(PROD)
     for key, output in OVERLAY_ENV_OUTPUTS.items():
         value = block(doc, "output", output)["value"]
-        expected = f"{value}:${{var.image_tag}}" if key == "IMAGE" else value
+        tagged = key in {"IMAGE", "WEB_IMAGE"}
+        expected = f"{value}:${{var.image_tag}}" if tagged else value
         assert template[key] == expected, key
 
 
@@ -410,6 +449,32 @@ def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> No
 
 
 # Media bucket --------------------------------------------------------------------------------
+
+
+def test_media_bucket_answers_cors_for_the_player_origin_only() -> None:
+    """hls.js reads the pre-signed playlist and segments cross-origin: GET and HEAD only, from
+    https://<domain_name> only (the site the ALB serves, player and API), Range allowed, the
+    range and length headers readable. The origin variable refuses http, paths and wildcards."""
+    bucket = load(MODULES / "media-bucket")
+    resources = blocks(bucket, "resource", "aws_s3_bucket_cors_configuration")
+    cors = resources["media"]
+    assert set(resources) == {"media"}
+    assert cors["bucket"] == "${aws_s3_bucket.media.id}"
+    (rule,) = cors["cors_rule"]
+    assert sorted(rule["allowed_methods"]) == ["GET", "HEAD"]
+    assert rule["allowed_origins"] == "${var.cors_allowed_origins}"
+    assert rule["allowed_headers"] == ["Range"]
+    assert {"Content-Length", "Content-Range"} <= set(rule["expose_headers"])
+    assert module_call("media_bucket")["cors_allowed_origins"] == ["https://${var.domain_name}"]
+    # The validation's own regex, applied as Terraform would.
+    (check,) = block(load(MODULES / "media-bucket"), "variable", "cors_allowed_origins")[
+        "validation"
+    ]
+    (pattern,) = re.findall(r'regex\("([^"]+)"', check["condition"])
+    accepted = ["https://drama.example.com", "https://drama.example.com:8443"]
+    refused = ["http://drama.example.com", "*", "https://*.example.com", "https://x.com/path"]
+    assert all(re.search(pattern, origin) for origin in accepted)
+    assert not any(re.search(pattern, origin) for origin in refused)
 
 
 def test_media_bucket_is_private_encrypted_versioned_and_tls_only() -> None:

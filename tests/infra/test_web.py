@@ -16,6 +16,7 @@ import yaml
 
 from loadtest import front
 
+from .compose_files import compose_config
 from .conftest import ROOT, run
 from .test_container import tool
 
@@ -105,3 +106,16 @@ def test_one_set_of_routes_locally_in_compose_and_in_the_cluster(path: str, owne
     assert _nginx_target(path) == compose[owner], path
     cluster = {"api": "drama-service", "jaeger": "jaeger", "analysis": "trace-analysis"}
     assert _gateway_target(path) == cluster.get(owner, "web"), path
+
+
+def test_minio_in_compose_answers_cors_for_the_player_origins_only() -> None:
+    """MinIO's default is any origin; compose names exactly the origins the player is published
+    on (localhost and 127.0.0.1, each published port of the web service)."""
+    services = compose_config()["services"]
+    ports = [p["published"] for p in services["web"]["ports"]]
+    assert ports
+    assert all(p["host_ip"] == "127.0.0.1" for p in services["web"]["ports"])
+    expected = {f"http://{host}:{port}" for port in ports for host in ("localhost", "127.0.0.1")}
+    allowed = services["minio"]["environment"]["MINIO_API_CORS_ALLOW_ORIGIN"].split(",")
+    assert set(allowed) == expected
+    assert "*" not in allowed

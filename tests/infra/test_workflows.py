@@ -173,10 +173,14 @@ def test_release_builds_only_what_ci_passed_on_main() -> None:
     tested = "${{ github.event.workflow_run.head_sha }}"
     (checkout,) = [s for s in image["steps"] if s.get("uses", "").startswith("actions/checkout")]
     assert checkout["with"]["ref"] == tested
-    (build,) = [s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push")]
-    assert build["with"]["push"] is True
-    assert build["with"]["context"] == "."  # the checkout above, not github.sha's tree
-    assert build["with"]["tags"].endswith(f":{tested}")
+    builds = [s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push")]
+    # The services' image from the checkout above (not github.sha's tree), the player's from web/.
+    assert [b["with"]["context"] for b in builds] == [".", "web"]
+    repositories = ["${{ vars.ECR_REPOSITORY }}", "${{ vars.WEB_ECR_REPOSITORY }}"]
+    for build, repository in zip(builds, repositories, strict=True):
+        assert build["with"]["push"] is True
+        registry = "${{ steps.ecr.outputs.registry }}"
+        assert build["with"]["tags"] == f"{registry}/{repository}:{tested}"
     assert image["outputs"]["tag"] == tested
     deploy = doc["jobs"]["deploy"]
     assert deploy["needs"] == "image"
@@ -195,7 +199,7 @@ def test_deploy_applies_the_eks_overlay_in_the_production_environment() -> None:
     script = run_text(doc)
     assert "aws eks update-kubeconfig" in script
     assert "kubectl apply -k k8s/overlays/eks" in script
-    for deployment in ("drama-service", "episode-service", "stream-service"):
+    for deployment in ("drama-service", "episode-service", "stream-service", "web"):
         assert deployment in script
     assert "rollout status" in script
 
@@ -213,6 +217,9 @@ def test_deploy_checks_the_image_exists_before_touching_the_cluster() -> None:
     assert '--image-ids "imageTag=$IMAGE_TAG"' in script
     assert "::error::no image $ECR_REPOSITORY_URL:$IMAGE_TAG in ECR" in script
     assert check < position(script, "aws eks update-kubeconfig")
+    web = 'aws ecr describe-images --repository-name "${WEB_ECR_REPOSITORY_URL#*/}"'
+    assert position(script, web) < position(script, "aws eks update-kubeconfig")
+    assert "::error::no image $WEB_ECR_REPOSITORY_URL:$IMAGE_TAG in ECR" in script
 
 
 def test_deploy_recreates_the_seed_job_and_waits_for_it() -> None:
@@ -240,6 +247,7 @@ def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
         "MEDIA_BUCKET",
         "AWS_REGION",
         "IMAGE",
+        "WEB_IMAGE",
         "CERTIFICATE_ARN",
         "DB_HOST",
         "DB_MASTER_SECRET_ARN",

@@ -1,8 +1,9 @@
-# The one image of the three services. Tags are immutable (a tag always names the same build),
-# every push is scanned, layers are encrypted with a key of this stack.
+# Two repositories: the one image of the three services (and the seeds), and the player's static
+# image (web/Dockerfile). Tags are immutable (a tag always names the same build), every push is
+# scanned, layers are encrypted with a key of this stack; both get the same settings.
 
 resource "aws_kms_key" "ecr" {
-  description         = "Encrypts the ${var.name} ECR repository"
+  description         = "Encrypts the ${var.name} ECR repositories"
   enable_key_rotation = true
   policy = jsonencode({
     Version = "2012-10-17"
@@ -30,10 +31,9 @@ resource "aws_ecr_repository" "app" {
   }
 }
 
-# Keep the last 50 images; CI pushes one per commit on main.
-resource "aws_ecr_lifecycle_policy" "app" {
-  repository = aws_ecr_repository.app.name
-  policy = jsonencode({
+# Keep the last 50 images of each; CI pushes one of each per commit on main.
+locals {
+  ecr_lifecycle_policy = jsonencode({
     rules = [{
       rulePriority = 1
       description  = "keep the last 50 images"
@@ -45,4 +45,29 @@ resource "aws_ecr_lifecycle_policy" "app" {
       action = { type = "expire" }
     }]
   })
+}
+
+resource "aws_ecr_lifecycle_policy" "app" {
+  repository = aws_ecr_repository.app.name
+  policy     = local.ecr_lifecycle_policy
+}
+
+# The player: nginx serving the Vite build, built from web/ by release.yml beside the services'.
+resource "aws_ecr_repository" "web" {
+  name                 = "${var.name}-web"
+  image_tag_mutability = "IMMUTABLE"
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "KMS"
+    kms_key         = aws_kms_key.ecr.arn
+  }
+}
+
+resource "aws_ecr_lifecycle_policy" "web" {
+  repository = aws_ecr_repository.web.name
+  policy     = local.ecr_lifecycle_policy
 }

@@ -3,7 +3,8 @@
 # both from the workflows):
 #   github_push    ref:refs/heads/main (release.yml builds and pushes the image; it runs on
 #                  workflow_run after ci.yml, and a workflow_run job carries the default branch's
-#                  ref, so main must stay the default branch): ECR push to this repository only.
+#                  ref, so main must stay the default branch): ECR push to the two repositories only
+#                  (the services' image and the player's).
 #   github_deploy  environment:<github_environment> (deploy.yml's job: kubectl apply): reads the
 #                  cluster and checks the image exists; it cannot push. The environment itself,
 #                  its required reviewers and its main-only branch policy are set here too
@@ -97,7 +98,7 @@ data "aws_iam_policy_document" "github_push" {
       "ecr:PutImage",
       "ecr:UploadLayerPart",
     ]
-    resources = [aws_ecr_repository.app.arn]
+    resources = [aws_ecr_repository.app.arn, aws_ecr_repository.web.arn]
   }
 }
 
@@ -106,7 +107,7 @@ data "aws_iam_policy_document" "github_deploy" {
     sid       = "ImageExists"
     effect    = "Allow"
     actions   = ["ecr:DescribeImages"]
-    resources = [aws_ecr_repository.app.arn]
+    resources = [aws_ecr_repository.app.arn, aws_ecr_repository.web.arn]
   }
 
   statement {
@@ -119,7 +120,7 @@ data "aws_iam_policy_document" "github_deploy" {
 
 resource "aws_iam_role" "github_push" {
   name                 = "${var.name}-github-push"
-  description          = "GitHub Actions of ${var.github_repository}, main branch: push the image"
+  description          = "GitHub Actions of ${var.github_repository}, main branch: push the images"
   assume_role_policy   = data.aws_iam_policy_document.github_push_trust.json
   max_session_duration = 3600
 }

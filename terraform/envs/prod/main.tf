@@ -47,6 +47,10 @@ module "media_bucket" {
 
   name = local.media_bucket_name
   tags = local.tags
+
+  # The player is served at https://<domain_name>/ (the ALB, edge.tf); its hls.js reads the
+  # pre-signed playlists and segments from S3, cross-origin.
+  cors_allowed_origins = ["https://${var.domain_name}"]
 }
 
 module "irsa_stream" {

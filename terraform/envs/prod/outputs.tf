@@ -23,6 +23,11 @@ output "ecr_repository_url" {
   value       = aws_ecr_repository.app.repository_url
 }
 
+output "web_ecr_repository_url" {
+  description = "ECR repository of the player's image (WEB_IMAGE without its tag)."
+  value       = aws_ecr_repository.web.repository_url
+}
+
 output "certificate_arn" {
   description = "The ALB's validated ACM certificate (CERTIFICATE_ARN)."
   value       = aws_acm_certificate_validation.edge.certificate_arn
@@ -87,6 +92,7 @@ output "eks_overlay_env" {
     MEDIA_BUCKET=${module.media_bucket.bucket_name}
     AWS_REGION=${var.region}
     IMAGE=${aws_ecr_repository.app.repository_url}:${var.image_tag}
+    WEB_IMAGE=${aws_ecr_repository.web.repository_url}:${var.image_tag}
     CERTIFICATE_ARN=${aws_acm_certificate_validation.edge.certificate_arn}
     DB_HOST=${module.database.address}
     DB_MASTER_SECRET_ARN=${module.database.master_secret_arn}

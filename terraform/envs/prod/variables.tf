@@ -82,7 +82,7 @@ variable "tags" {
 }
 
 variable "domain_name" {
-  description = "Public name of the API (the ALB's HTTPS certificate), e.g. api.example.com."
+  description = "Public name of the site: the player at / and the API (the ALB's HTTPS certificate, the media bucket's CORS origin), e.g. drama.example.com."
   type        = string
 }
 

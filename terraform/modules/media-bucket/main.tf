@@ -105,3 +105,23 @@ resource "aws_s3_bucket_logging" "media" {
   target_bucket = var.access_log_bucket
   target_prefix = "s3/${var.name}/"
 }
+
+# The player (hls.js, on the site's own https origin) fetches the pre-signed playlists and
+# segments from this bucket's endpoint, another origin: the browser needs a CORS answer. Only
+# GET and HEAD, only from the listed https origins; Range may be sent (EXT-X-BYTERANGE
+# playlists), Content-Range/Content-Length/ETag may be read. Nothing becomes readable without a
+# signature: CORS only lets the page see what a signed URL already returns.
+resource "aws_s3_bucket_cors_configuration" "media" {
+  count = length(var.cors_allowed_origins) == 0 ? 0 : 1
+
+  bucket = aws_s3_bucket.media.id
+
+  cors_rule {
+    id              = "player"
+    allowed_methods = ["GET", "HEAD"]
+    allowed_origins = var.cors_allowed_origins
+    allowed_headers = ["Range"]
+    expose_headers  = ["Content-Length", "Content-Range", "ETag"]
+    max_age_seconds = 3600
+  }
+}

@@ -20,3 +20,14 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "cors_allowed_origins" {
+  description = "Origins (https://host[:port], no path) whose pages may read the bucket's pre-signed objects: the player's. Empty: no CORS rule."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for origin in var.cors_allowed_origins : can(regex("^https://[a-z0-9.-]+(:[0-9]+)?$", origin))])
+    error_message = "Each origin is https://host or https://host:port, lower case, no path, no wildcard."
+  }
+}
