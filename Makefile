@@ -14,7 +14,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 	web/tsconfig.json
 
 .PHONY: run test tools lint types imports pytest web webtest preflight bench scale compare \
-	seed-large clean
+	seed-large soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -98,6 +98,11 @@ scale: $(STAMP)
 ## compare: GET /dramas/{id} over the queue and over HTTP at three arrival rates, analysed
 compare: $(STAMP)
 	$(BIN)/python -m loadtest compare
+
+## soak: the stack at half its capacity for SOAK_MINUTES (15): RSS slope per process, errors
+SOAK_MINUTES ?= 15
+soak: $(STAMP)
+	$(BIN)/python -m loadtest.soak --minutes $(SOAK_MINUTES)
 
 ## seed-large: make run with a generated catalogue of 10,000 dramas
 seed-large: $(STAMP)

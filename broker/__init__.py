@@ -8,6 +8,7 @@ Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`,
 from ._cache import ReadCache
 from ._client import AmqpRpcClient, RpcClient
 from ._db import SqlStore, open_engine
+from ._dependency import RepeatedLog, dependency_unavailable
 from ._env import Env
 from ._errors import (
     BadRequest,
@@ -17,11 +18,14 @@ from ._errors import (
     RpcError,
     RpcNotFound,
     RpcRemoteError,
+    RpcRemoteUnavailable,
     RpcTimeout,
     RpcUnavailable,
     RpcUnroutable,
+    Unavailable,
 )
 from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
+from ._guard import GuardedRpcClient
 from ._http import (
     HttpRpcClient,
     WorkerSettings,
@@ -55,6 +59,7 @@ __all__ = [
     "Env",
     "FaultAck",
     "FaultRule",
+    "GuardedRpcClient",
     "HandlerError",
     "HttpRpcClient",
     "InjectedFault",
@@ -64,16 +69,19 @@ __all__ = [
     "PresetTraceIds",
     "QueueType",
     "ReadCache",
+    "RepeatedLog",
     "RpcClient",
     "RpcError",
     "RpcNotFound",
     "RpcRemoteError",
+    "RpcRemoteUnavailable",
     "RpcTimeout",
     "RpcUnavailable",
     "RpcUnroutable",
     "RpcWorker",
     "SqlStore",
     "Topology",
+    "Unavailable",
     "WorkerSettings",
     "amqp_url",
     "amqp_url_from_env",
@@ -81,6 +89,7 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "db_delay",
+    "dependency_unavailable",
     "exemplar",
     "instrument_engine",
     "metrics_app",

@@ -29,10 +29,12 @@ from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from ._deadletter import keep_unroutable
 from ._errors import (
     RpcError,
     RpcNotFound,
     RpcRemoteError,
+    RpcRemoteUnavailable,
     RpcTimeout,
     RpcUnavailable,
     RpcUnroutable,
@@ -156,6 +158,7 @@ class AmqpRpcClient:
         self._amqp: aiormq.abc.AbstractChannel | None = None  # the current underlying channel
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
+        self._keeping: set[asyncio.Task[None]] = set()  # unroutable requests on their way to keep
         self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker/_transit.py)
         self._measuring = contextlib.AsyncExitStack()
 
@@ -184,6 +187,10 @@ class AmqpRpcClient:
             await channel.declare_exchange(
                 self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
             )
+            # Where returned (unroutable) requests are kept, as the workers declare it.
+            await channel.declare_exchange(
+                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+            )
             await self._consume_replies()
             await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
@@ -195,6 +202,9 @@ class AmqpRpcClient:
         self._ready.clear()
         self._fail_pending("client closed")
         await self._measuring.aclose()
+        for task in self._keeping:
+            task.cancel()
+        await asyncio.gather(*self._keeping, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()
 
@@ -206,6 +216,20 @@ class AmqpRpcClient:
     async def ping(self) -> None:
         if not self._ready.is_set():
             raise RpcUnavailable("*", "not connected to the broker")
+
+    async def consumers(self, queue: str) -> int:
+        """How many consumers ``queue`` has now (0 if it does not exist): a passive declare on
+        a channel of its own, which a missing queue closes."""
+        await self.ping()
+        assert self._connection is not None
+        try:
+            async with self._connection.channel() as channel:
+                declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0
+        except _LINK_ERRORS as exc:
+            raise RpcUnavailable("*", "not connected to the broker") from exc
+        return declared.declaration_result.consumer_count or 0
 
     async def wait_ready(self) -> None:
         """Return once calls can be sent (at once, or after the connection has recovered)."""
@@ -368,6 +392,7 @@ class AmqpRpcClient:
             # publish result; aio-pika's return callbacks are not re-hooked after a reconnect,
             # so this is the one place that sees every return.
             if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+                self._keep(confirmation)
                 span_error(span, "unroutable", "no queue bound")
                 raise RpcUnroutable(method, "no worker queue is bound to this method")
         finally:
@@ -440,7 +465,16 @@ class AmqpRpcClient:
 
         channel._on_return_frame = on_return  # type: ignore[method-assign]
 
+    def _keep(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """Keep a returned request in the dead letters, with the reason ``unroutable``."""
+        task = asyncio.get_running_loop().create_task(
+            keep_unroutable(message, self._topology.dead_letter_exchange)
+        )
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
     def _on_returned(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._keep(message)
         pending = self._pending.get(message.header.properties.correlation_id or "")
         if pending is not None and not pending[1].done():
             method, future = pending
@@ -561,5 +595,8 @@ def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
 
 def remote_error(method: str, error: ErrorBody) -> RpcRemoteError:
     """The exception of a worker's error reply, whatever the transport."""
-    kind = RpcNotFound if error.type == "not_found" else RpcRemoteError
-    return kind(method, error.type, error.message)
+    kinds: dict[str, type[RpcRemoteError]] = {
+        "not_found": RpcNotFound,
+        "unavailable": RpcRemoteUnavailable,
+    }
+    return kinds.get(error.type, RpcRemoteError)(method, error.type, error.message)

@@ -5,11 +5,13 @@ RpcError                    every failure of a call, as the caller sees it
 │   └── RpcUnroutable       the broker returned the request: no queue is bound to the method
 ├── RpcTimeout              no reply within the call's timeout (504)
 └── RpcRemoteError          the worker replied with an error (502)
-    └── RpcNotFound         ... and the error says the thing asked for does not exist (404)
+    ├── RpcNotFound         ... and the error says the thing asked for does not exist (404)
+    └── RpcRemoteUnavailable ... and the error says a dependency of the worker is down (503)
 
 HandlerError                raised by a handler to send a typed error reply
 ├── NotFound                "not_found": the caller asked for something that does not exist
-└── BadRequest              "bad_request": the request is well-formed JSON but invalid
+├── BadRequest              "bad_request": the request is well-formed JSON but invalid
+└── Unavailable             "unavailable": a dependency (the database) cannot be reached now
 
 ConfigError                 a setting read from the environment is missing or malformed
 """
@@ -66,6 +68,10 @@ class RpcNotFound(RpcRemoteError):
     """The worker replied ``not_found``."""
 
 
+class RpcRemoteUnavailable(RpcRemoteError):
+    """The worker replied ``unavailable``: its database (or another dependency) is down."""
+
+
 class HandlerError(Exception):
     """Raised by a handler: becomes an error reply ``{"error": {"type": ..., "message": ...}}``."""
 
@@ -86,6 +92,12 @@ class BadRequest(HandlerError):
     """The request decodes but its content is invalid."""
 
     error_type = "bad_request"
+
+
+class Unavailable(HandlerError):
+    """A dependency of the handler cannot be reached now; the caller may retry later."""
+
+    error_type = "unavailable"
 
 
 class ConfigError(ValueError):

@@ -42,6 +42,7 @@ from ._errors import (
     RpcUnavailable,
     RpcUnroutable,
 )
+from ._handling import Handling
 from ._metrics import serving_metrics
 from ._telemetry import TRACER, CallTiming
 from ._tls import amqp_url_from_env
@@ -54,7 +55,7 @@ from ._wire import (
     encode,
     encode_error,
 )
-from ._worker import Handling, QueueType, RpcWorker, _Reject
+from ._worker import QueueType, RpcWorker, _Reject
 
 T = TypeVar("T")
 
@@ -70,6 +71,7 @@ _STATUS = {
     "unknown_method": 404,
     "expired": 504,
     "late": 504,
+    "unavailable": 503,
 }
 
 

@@ -43,6 +43,11 @@ RPC_CLIENT_IN_FLIGHT = Gauge(
 RPC_CLIENT_ERRORS = Counter(
     "rpc_client_errors", "Failed calls, by method and error type.", ["method", "error_type"]
 )
+RPC_BREAKER_STATE = Gauge(
+    "rpc_client_breaker_state",
+    "The caller's breaker per method: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    ["method"],
+)
 RPC_QUEUE_WAIT = Histogram(
     "rpc_queue_wait_seconds",
     "Time requests sat in the queue: delivery minus x-sent-at-ns, measured by the worker.",

@@ -34,12 +34,19 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 
+from ._deadletter import counted_redelivery, dead_letter
+from ._dependency import dependency_unavailable
 from ._errors import HandlerError
 from ._faults import FaultRule, Faults, answer_control, control_queue_name, instance
+from ._handling import (
+    DELIVERY_LIMIT,
+    TEXT_HEADERS,
+    Handling,
+    heartbeat_url,
+    unavailable_reply,
+)
 from ._metrics import (
     RPC_DEAD_LETTERED,
-    RPC_HANDLER_DURATION,
-    RPC_HANDLER_IN_FLIGHT,
     RPC_QUEUE_WAIT,
     exemplar,
     labelled,
@@ -49,8 +56,6 @@ from ._telemetry import (
     TRACER,
     messaging_attributes,
     records_nothing,
-    request_logged,
-    span_error,
     wait_attributes,
 )
 from ._transit import BrokerRoundTrip, observe, split, transit_attributes
@@ -91,50 +96,6 @@ class _Reject(Exception):
 
 class _ReplyRefused(Exception):
     """The broker nacked a reply: its request must not be acked as answered."""
-
-
-class Handling:
-    """The bookkeeping of one request on any transport: the in-flight gauge, the handler
-    duration by outcome, the span's status and the request's log line.
-
-    Set ``outcome`` inside the block; it stays ``error`` if the block raises (the reply or
-    the ack failed), and becomes ``cancelled`` if the block is cancelled.
-    """
-
-    def __init__(self, method: str, span: trace.Span, transport: str, queue_wait_ns: int) -> None:
-        self.method = method
-        self.outcome = "error"
-        self._span = span
-        self._transport = transport
-        self._queue_wait_ns = queue_wait_ns
-        self._in_flight = labelled(RPC_HANDLER_IN_FLIGHT, method)
-        self._started = 0
-
-    def __enter__(self) -> Handling:
-        self._in_flight.inc()
-        self._started = time.monotonic_ns()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            self.outcome = "cancelled"
-        self._in_flight.dec()
-        handler_ns = time.monotonic_ns() - self._started
-        labelled(RPC_HANDLER_DURATION, self.method, self.outcome).observe(
-            handler_ns / 1e9, exemplar(self._span)
-        )
-        if self.outcome != "ok":
-            span_error(self._span, self.outcome, f"{self.method}: {self.outcome}")
-        if not request_logged(self.outcome == "ok", self._span):
-            return
-        log.info(
-            "rpc method=%s outcome=%s handler_ms=%.3f queue_wait_ms=%.3f transport=%s",
-            self.method,
-            self.outcome,
-            handler_ns / 1e6,
-            self._queue_wait_ns / 1e6,
-            self._transport,
-        )
 
 
 class RpcWorker:
@@ -238,7 +199,7 @@ class RpcWorker:
     async def start(self) -> None:
         """Connect, declare the topology and start consuming."""
         self._connection = await aio_pika.connect_robust(
-            self._url,
+            heartbeat_url(self._url),
             reconnect_interval=self._reconnect_interval,
             client_properties={"connection_name": self._connection_name},
         )
@@ -435,7 +396,12 @@ class RpcWorker:
         assert task is not None
         self._inflight.add(task)
         settled = [False]  # acked or rejected: a second answer would close the channel
+        topology, queue = self._topology, self._queue_name
         try:
+            if await counted_redelivery(
+                message, topology.exchange, queue, topology.dead_letter_exchange, DELIVERY_LIMIT
+            ):
+                return
             await self._handle(message, settled)
         except Exception:
             # The reply or the ack failed (the channel is going): the broker redelivers the
@@ -455,7 +421,7 @@ class RpcWorker:
         sent_at = header_int(headers, SENT_AT_NS)
         queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
         # The caller's PRODUCER span is the parent of the wait and of the processing.
-        parent = propagate.extract(headers)
+        parent = propagate.extract(headers, getter=TEXT_HEADERS)
         caller = trace.get_current_span(parent)
         if records_nothing(self._tracer_provider, caller.get_span_context()):
             # Not sampled, or no SDK: no span would be recorded, so none is made. The caller's
@@ -551,16 +517,14 @@ class RpcWorker:
                 reject.error_type,
                 reject.message,
             )
+            dlx, queue = self._topology.dead_letter_exchange, self._queue_name
+            await dead_letter(message, dlx, queue, reject.error_type, reject.message)
             if reject.reply and message.header.properties.reply_to:
-                await self._reply(
-                    message,
-                    encode_error(reject.error_type, reject.message),
-                    time.monotonic_ns() - started,
-                    queue_wait_ns,
-                    ack=False,
-                )
+                error = encode_error(reject.error_type, reject.message)
+                elapsed = time.monotonic_ns() - started
+                await self._reply(message, error, elapsed, queue_wait_ns, ack=True)
             else:
-                await message.channel.basic_reject(_tag(message), requeue=False)
+                await message.channel.basic_ack(_tag(message))
             settled[0] = True
             return reject.error_type
         if body is None:
@@ -624,6 +588,8 @@ class RpcWorker:
             # a prefetch slot, unacked, until the channel closed.
             raise _Reject("internal", "handler was cancelled") from None
         except Exception as exc:
+            if dependency_unavailable(exc):  # an outage, not a bad request: answered, acked
+                return unavailable_reply(method, exc)
             log.exception("rpc handler failed method=%s", method)
             raise _Reject("internal", f"{type(exc).__name__} in handler") from exc
         try:

@@ -55,6 +55,11 @@ def serve(settings: Settings, provider: TracerProvider | None) -> None:
             "drama-service listening on http://%s:%d", settings.http_host, settings.http_port
         ),
         shutdown_timeout=10,
+        # A client that goes away cancels its handler, and with it the handler's RPCs.
+        handler_cancellation=True,
+        # Closes a connection that has not sent a whole request within this time of opening
+        # or of its last response: the header read timeout (slowloris), and the idle timeout.
+        keepalive_timeout=settings.http_idle_timeout_s,
     )
 
 

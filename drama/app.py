@@ -9,9 +9,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from broker import AmqpRpcClient, HttpRpcClient, ReadCache, metrics_handler, redact_url
+from broker import (
+    AmqpRpcClient,
+    GuardedRpcClient,
+    HttpRpcClient,
+    ReadCache,
+    metrics_handler,
+    redact_url,
+)
 
 from . import handlers
+from .admission import admission, deadline
 from .openapi import openapi
 from .problems import problem_middleware
 from .settings import Settings
@@ -23,9 +31,20 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     """The application; its database engine and RPC client open on startup, close on cleanup."""
-    # Outermost first: Server-Timing sees every response, problem+json ones included. With
-    # tracing on, the OpenTelemetry server middleware is put in front of both (instrument()).
-    app = web.Application(middlewares=[server_timing, problem_middleware])
+    # Outermost first: Server-Timing sees every response, problem+json ones included; admission
+    # sheds before the deadline starts. With tracing on, the OpenTelemetry server middleware is
+    # put in front of them all (instrument()).
+    app = web.Application(
+        middlewares=[
+            server_timing,
+            problem_middleware,
+            admission(settings.max_in_flight),
+            deadline(settings.request_timeout_ms / 1000),
+        ],
+        # Request lines and headers: aiohttp's defaults (8190 bytes a line or a field) are
+        # the limits; a bigger one gets 400 (431 for a header) before any handler runs.
+        handler_args={"max_line_size": 8190, "max_field_size": 8190},
+    )
     app[handlers.TIMEOUT] = settings.rpc_timeout_ms / 1000
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -47,6 +66,12 @@ def create_app(settings: Settings) -> web.Application:
         else:
             log.info("connected to the broker at %s", redact_url(settings.amqp_url))
         app[handlers.RPC] = client
+        app[handlers.CALLS] = GuardedRpcClient(
+            client,
+            max_waiting=settings.rpc_max_waiting,
+            failures=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown_ms / 1000,
+        )
         yield
         await client.close()
 

@@ -17,8 +17,9 @@ import msgspec
 from aiohttp import web
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from broker import RpcClient, RpcNotFound, RpcRemoteError
+from broker import AmqpRpcClient, RpcClient, RpcNotFound, RpcRemoteError, RpcUnavailable
 from episode.contract import LIST, DramaEpisodes, Episode, EpisodeList, ListEpisodes
+from episode.contract import QUEUE as EPISODE_QUEUE
 from stream.contract import (
     PLAYLIST,
     PRESIGN,
@@ -28,7 +29,9 @@ from stream.contract import (
     SignedPlaylist,
     SignPlaylist,
 )
+from stream.contract import QUEUE as STREAM_QUEUE
 
+from .admission import remaining
 from .problems import DramaNotFound, InvalidParameter
 from .store import Drama, DramaStore
 from .timing import db_time
@@ -38,8 +41,11 @@ MAX_LIMIT = 100
 MAX_ID = 2**63 - 1  # the database's BIGINT; larger ids cannot exist
 
 STORE = web.AppKey("store", DramaStore)
-RPC = web.AppKey("rpc", RpcClient)
+RPC = web.AppKey("rpc", RpcClient)  # the transport (its ping is readiness)
+CALLS = web.AppKey("calls", RpcClient)  # the same, behind the per-method bulkhead and breaker
 TIMEOUT = web.AppKey("rpc_timeout", float)
+# Pre-signed URLs are credentials for a while: no cache (shared or private) may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Stream(msgspec.Struct, frozen=True):
@@ -81,9 +87,20 @@ class DramaPage(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
+# Exactly the cursors this API hands out: unpadded base64url of "v1:" and 1-18 digits (every id
+# below 10^18). Each 3 ASCII digits encode to 4 characters from these classes, 1 or 2 digits
+# left over to 2 or 3. The OpenAPI document states this pattern, and the handler checks it, so
+# that what the document calls valid is what the server accepts (schemathesis checks both ways).
+_3 = "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]"
+_1, _2 = "(?:[MN][AQgw]|O[AQ])", "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]"
+CURSOR_PATTERN = f"^(?:djE6(?:{_3}){{0,5}}(?:{_3}|{_1}|{_2}))?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
 
 def _json(value: msgspec.Struct) -> web.Response:
-    return web.Response(body=_encoder.encode(value), content_type="application/json")
+    return web.Response(
+        body=_encoder.encode(value), content_type="application/json", headers=NO_STORE
+    )
 
 
 def parse_id(raw: str) -> int:
@@ -106,8 +123,10 @@ def encode_cursor(last_id: int) -> str:
 
 def decode_cursor(raw: str | None) -> int | None:
     """The id the next page starts after; the cursor is opaque to clients, versioned for us."""
-    if raw is None:
+    if not raw:  # absent or empty (?cursor=): the first page
         return None
+    if not _CURSOR.match(raw):
+        raise InvalidParameter("cursor is not one this API handed out")
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -127,8 +146,8 @@ def _check_count(method: str, got: int, asked: int) -> None:
 async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
     if not keys:
         return []
-    reply = await request.app[RPC].call(
-        PRESIGN, Presign(keys=keys), PresignedUrls, timeout=request.app[TIMEOUT]
+    reply = await request.app[CALLS].call(
+        PRESIGN, Presign(keys=keys), PresignedUrls, timeout=remaining(request, request.app[TIMEOUT])
     )
     _check_count(PRESIGN, len(reply.urls), len(keys))
     return reply.urls
@@ -137,11 +156,11 @@ async def _streams(request: web.Request, keys: list[str]) -> list[PresignedUrl]:
 async def _episodes(
     request: web.Request, drama_ids: list[int], per_drama: int | None
 ) -> Sequence[DramaEpisodes]:
-    reply = await request.app[RPC].call(
+    reply = await request.app[CALLS].call(
         LIST,
         ListEpisodes(drama_ids=drama_ids, per_drama=per_drama),
         EpisodeList,
-        timeout=request.app[TIMEOUT],
+        timeout=remaining(request, request.app[TIMEOUT]),
     )
     _check_count(LIST, len(reply.dramas), len(drama_ids))
     return reply.dramas
@@ -178,8 +197,11 @@ async def get_playlist(request: web.Request) -> web.Response:
     episode = next((e for e in listing.episodes if e.number == number), None)
     if episode is None:
         raise DramaNotFound(f"drama {drama_id} has no episode {number}")
-    reply = await request.app[RPC].call(
-        PLAYLIST, SignPlaylist(key=episode.media_key), SignedPlaylist, timeout=request.app[TIMEOUT]
+    reply = await request.app[CALLS].call(
+        PLAYLIST,
+        SignPlaylist(key=episode.media_key),
+        SignedPlaylist,
+        timeout=remaining(request, request.app[TIMEOUT]),
     )
     # Its URLs expire: a cache must not hand the playlist out after they have.
     return web.Response(
@@ -237,8 +259,14 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    await request.app[RPC].ping()
     # Probes are not traced (the server span is excluded), and neither is their query.
     with suppress_instrumentation():
         await request.app[STORE].ping()
+    rpc = request.app[RPC]
+    await rpc.ping()
+    if isinstance(rpc, AmqpRpcClient):
+        # A worker queue nobody consumes: every request would wait for its timeout.
+        for method, queue in ((LIST, EPISODE_QUEUE), (PRESIGN, STREAM_QUEUE)):
+            if await rpc.consumers(queue) == 0:
+                raise RpcUnavailable(method, f"no consumer on queue {queue}")
     return web.json_response({"status": "ready"})

@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from .handlers import (
+    CURSOR_PATTERN,
     DEFAULT_LIMIT,
     MAX_ID,
     MAX_LIMIT,
@@ -52,7 +53,10 @@ def _ok(schema: str, description: str) -> dict[str, Any]:
 
 _UPSTREAM = {
     "502": _problem("A worker replied with an error."),
-    "503": _problem("A worker, the broker or the database is not reachable; retry later."),
+    "503": _problem(
+        "Too many requests in flight, or a worker, the broker or the database is not "
+        "reachable; retry after Retry-After seconds."
+    ),
     "504": _problem("A worker did not answer within RPC_TIMEOUT_MS."),
 }
 _STATUS = {
@@ -94,8 +98,9 @@ def build_document() -> dict[str, Any]:
                         {
                             "name": "cursor",
                             "in": "query",
-                            "description": "next_cursor of the previous page; opaque.",
-                            "schema": {"type": "string"},
+                            "description": "next_cursor of the previous page; opaque. "
+                            "Empty or absent: the first page.",
+                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
                         },
                     ],
                     "responses": {

@@ -438,8 +438,15 @@ async def _run(config: StackConfig) -> None:
             f"Logs: {config.workdir}/*.log. Ctrl-C stops everything.\n",
             flush=True,
         )
+        # A service that dies is logged and started again (loadtest/supervise.py).
+        from .supervise import supervise  # noqa: PLC0415 - it imports this module
+
+        keeper = asyncio.create_task(supervise(stack, SERVICES))
         await stop.wait()
         print("stopping...", flush=True)
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
 
 
 def _ports(config: StackConfig, sinks: bool) -> list[preflight.Port]:

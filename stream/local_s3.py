@@ -3,15 +3,18 @@
 moto stores objects and speaks the S3 API well enough for aioboto3, but it serves any GET: it
 checks neither the expiry nor the signature of a pre-signed URL, and it serves objects to anonymous
 callers. The URLs that stream-service hands out are the point of this project, so a WSGI middleware
-checks what AWS would check before moto sees a GET or HEAD of an object:
+checks what AWS would check before moto sees any request, whatever its method:
 
 - SigV4 query auth (``X-Amz-Signature``): parameters well formed (else 400
   ``AuthorizationQueryParametersError``), access key id known (else 403 ``InvalidAccessKeyId``),
   ``X-Amz-Date`` + ``X-Amz-Expires`` not passed (else 403 ``AccessDenied``, "Request has
   expired"), signature recomputed with the endpoint's secret key (else 403
   ``SignatureDoesNotMatch``);
-- no auth at all: 403 ``AccessDenied``, the bucket is private as in AWS;
-- anything else (an ``Authorization`` header, bucket operations, writes) goes to moto untouched.
+- SigV4 header auth (``Authorization``, what the SDKs send: seeding, stream-service): the same
+  checks, the date within 15 minutes (else 403 ``RequestTimeTooSkewed``);
+- no auth at all: 403 ``AccessDenied``, for objects, bucket operations and writes alike.
+
+The signature covers the method, so a pre-signed GET URL cannot PUT or DELETE (stream/sigv4.py).
 
 Run it with ``python -m stream.local_s3 [--host 127.0.0.1] [--port 9000]``; the key pair comes from
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (both or neither; neither means
@@ -22,25 +25,22 @@ thread. moto keeps objects in process-global backends, so all endpoints of one p
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import logging
 import os
-import re
 import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http import HTTPStatus
 from types import FrameType
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote_to_bytes, urlsplit
-from xml.sax.saxutils import escape
+from urllib.parse import urlsplit
 
 from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from .sigv4 import AuthFailure, query_pairs, verify_header_auth, verify_query_auth
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -61,163 +61,10 @@ _log = logging.getLogger(__name__)
 DEFAULT_ACCESS_KEY_ID = "local-s3"
 DEFAULT_SECRET_ACCESS_KEY = "local-s3-secret"  # noqa: S105
 
-_ALGORITHM = "AWS4-HMAC-SHA256"
-_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-_MAX_EXPIRES_S = 7 * 24 * 3600  # S3's limit for SigV4 pre-signed URLs
-_REQUIRED_PARAMS = (
-    "X-Amz-Algorithm",
-    "X-Amz-Credential",
-    "X-Amz-Signature",
-    "X-Amz-Date",
-    "X-Amz-Expires",
-    "X-Amz-SignedHeaders",
-)
-
-
-@dataclass(frozen=True)
-class AuthFailure:
-    """Why a request is refused: an S3 error code and message, plus S3's detail elements."""
-
-    status: int
-    code: str
-    message: str
-    details: tuple[tuple[str, str], ...] = ()
-
-    def to_xml(self, request_id: str) -> bytes:
-        """The S3 error document for this failure."""
-        parts = [f"<Code>{self.code}</Code>", f"<Message>{escape(self.message)}</Message>"]
-        parts += [f"<{name}>{escape(value)}</{name}>" for name, value in self.details]
-        parts.append(f"<RequestId>{request_id}</RequestId>")
-        body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error>' + "".join(parts) + "</Error>"
-        return body.encode()
-
-
-def verify_query_auth(
-    *,
-    method: str,
-    path: str,
-    query_string: str,
-    headers: Mapping[str, str],
-    credentials: Mapping[str, str],
-    now: datetime,
-) -> AuthFailure | None:
-    """Check a SigV4 pre-signed S3 request; ``None`` means it may be served.
-
-    ``path`` is the decoded request path, ``query_string`` the percent-encoded query as sent,
-    ``headers`` are keyed by lower-case name, ``credentials`` maps access key id to secret key and
-    ``now`` is an aware datetime.
-    """
-    pairs = _query_pairs(query_string)
-    try:
-        auth = _QueryAuth.parse(dict(pairs))
-    except ValueError as exc:
-        return AuthFailure(400, "AuthorizationQueryParametersError", str(exc))
-    secret_key = credentials.get(auth.access_key_id)
-    if secret_key is None:
-        return AuthFailure(
-            403,
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            (("AWSAccessKeyId", auth.access_key_id),),
-        )
-    expires_at = auth.signed_at + timedelta(seconds=auth.expires_s)
-    if now > expires_at:
-        return AuthFailure(
-            403,
-            "AccessDenied",
-            "Request has expired",
-            (
-                ("X-Amz-Expires", str(auth.expires_s)),
-                ("Expires", expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")),
-                ("ServerTime", now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
-            ),
-        )
-
-    canonical_request = "\n".join(
-        [
-            method.upper(),
-            # S3 encodes each byte except unreserved characters, and keeps '/' in keys.
-            quote(path.encode(), safe="/~"),
-            _canonical_query(pairs),
-            "".join(
-                f"{name}:{' '.join(headers.get(name, '').split())}\n"
-                for name in auth.signed_headers.split(";")
-            ),
-            auth.signed_headers,
-            "UNSIGNED-PAYLOAD",
-        ]
-    )
-    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
-    string_to_sign = f"{_ALGORITHM}\n{auth.amz_date}\n{auth.scope}\n{digest}"
-    key = ("AWS4" + secret_key).encode()
-    for part in auth.scope.split("/"):
-        key = hmac.digest(key, part.encode(), "sha256")
-    expected = hmac.new(key, string_to_sign.encode(), "sha256").hexdigest()
-    if hmac.compare_digest(expected.encode(), auth.signature.encode()):
-        return None
-    return AuthFailure(
-        403,
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
-        # What AWS returns too: enough to debug a client, nothing that reveals the secret.
-        (
-            ("AWSAccessKeyId", auth.access_key_id),
-            ("StringToSign", string_to_sign),
-            ("SignatureProvided", auth.signature),
-            ("CanonicalRequest", canonical_request),
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class _QueryAuth:
-    access_key_id: str
-    scope: str  # date/region/service/aws4_request
-    amz_date: str
-    signed_at: datetime
-    expires_s: int
-    signed_headers: str
-    signature: str
-
-    @classmethod
-    def parse(cls, params: Mapping[str, str]) -> _QueryAuth:
-        """Read the SigV4 query parameters; ValueError says what is wrong, in S3's words."""
-        if not all(params.get(name) for name in _REQUIRED_PARAMS):
-            raise ValueError(
-                "Query-string authentication version 4 requires the X-Amz-Algorithm, "
-                "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
-                "and X-Amz-Expires parameters."
-            )
-        if params["X-Amz-Algorithm"] != _ALGORITHM:
-            raise ValueError(f'X-Amz-Algorithm only supports "{_ALGORITHM}"')
-        access_key_id, _, scope = params["X-Amz-Credential"].partition("/")
-        scope_parts = scope.split("/")
-        if len(scope_parts) != 4 or scope_parts[2:] != ["s3", "aws4_request"]:
-            raise ValueError("Error parsing the X-Amz-Credential parameter")
-        amz_date = params["X-Amz-Date"]
-        try:
-            signed_at = datetime.strptime(amz_date, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
-        except ValueError:
-            raise ValueError(
-                "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""
-            ) from None
-        expires = params["X-Amz-Expires"]
-        if not re.fullmatch("[0-9]{1,6}", expires) or not 0 < int(expires) <= _MAX_EXPIRES_S:
-            raise ValueError("X-Amz-Expires must be between 1 and 604800 seconds")
-        return cls(
-            access_key_id=access_key_id,
-            scope=scope,
-            amz_date=amz_date,
-            signed_at=signed_at,
-            expires_s=int(expires),
-            signed_headers=params["X-Amz-SignedHeaders"],
-            signature=params["X-Amz-Signature"],
-        )
-
 
 class PresignedGetGuard:
-    """WSGI middleware that refuses GET/HEAD of objects which S3 itself would refuse."""
+    """WSGI middleware that refuses every request S3 itself would refuse: unsigned, wrongly
+    signed, expired, or signed for another method."""
 
     def __init__(
         self,
@@ -232,20 +79,24 @@ class PresignedGetGuard:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         path = _wsgi_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
-        failure = None
-        if method in ("GET", "HEAD") and _is_object_path(path):
-            query_string = _wsgi_text(environ.get("QUERY_STRING", ""))
-            if any(name == "X-Amz-Signature" for name, _ in _query_pairs(query_string)):
-                failure = verify_query_auth(
-                    method=method,
-                    path=path,
-                    query_string=query_string,
-                    headers=_headers(environ),
-                    credentials=self._credentials,
-                    now=self._clock(),
-                )
-            elif "HTTP_AUTHORIZATION" not in environ:
-                failure = AuthFailure(403, "AccessDenied", "Access Denied")
+        query_string = _wsgi_text(environ.get("QUERY_STRING", ""))
+        # Every request, whatever its method or path, is signed one way or the other, and the
+        # signature covers the method: a URL signed for GET cannot PUT or DELETE.
+        verify = verify_header_auth if "HTTP_AUTHORIZATION" in environ else None
+        if any(name == "X-Amz-Signature" for name, _ in query_pairs(query_string)):
+            verify = verify_query_auth
+        failure = (
+            AuthFailure(403, "AccessDenied", "Access Denied")
+            if verify is None
+            else verify(
+                method=method,
+                path=path,
+                query_string=query_string,
+                headers=_headers(environ),
+                credentials=self._credentials,
+                now=self._clock(),
+            )
+        )
         if failure is None:
             return self._app(environ, start_response)
         _log.info("refused %s %s: %s", method, path, failure.code)
@@ -366,33 +217,6 @@ def _wsgi_text(value: str) -> str:
     # WSGI hands over request bytes as latin-1 text. S3 keys are UTF-8: bytes that are not can
     # only fail the signature check, so replacing them is safe.
     return value.encode("latin-1").decode("utf-8", "replace")
-
-
-def _query_pairs(query_string: str) -> list[tuple[str, str]]:
-    # Unlike parse_qsl, keeps '+' as a plus sign: SigV4 clients encode spaces as %20.
-    pairs = []
-    for item in query_string.split("&"):
-        if item:
-            name, _, value = item.partition("=")
-            pairs.append((_unquote(name), _unquote(value)))
-    return pairs
-
-
-def _unquote(text: str) -> str:
-    return unquote_to_bytes(text).decode("utf-8", "replace")
-
-
-def _canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
-    encoded = sorted(
-        (_quote_component(name), _quote_component(value))
-        for name, value in pairs
-        if name != "X-Amz-Signature"
-    )
-    return "&".join(f"{name}={value}" for name, value in encoded)
-
-
-def _quote_component(text: str) -> str:
-    return quote(text.encode(), safe="-_.~")
 
 
 def _headers(environ: WSGIEnvironment) -> dict[str, str]:

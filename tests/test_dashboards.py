@@ -48,6 +48,8 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "rpc_handler_duration_seconds": ("histogram", frozenset({"method", "outcome"})),
     "rpc_handler_in_flight": ("gauge", frozenset({"method"})),
     "rpc_dead_lettered_total": ("counter", frozenset({"queue", "reason"})),
+    "rpc_client_breaker_state": ("gauge", frozenset({"method"})),
+    "http_server_requests_shed_total": ("counter", frozenset()),
 }
 
 # prometheus-client's default process collector (no labels of its own).

@@ -22,6 +22,7 @@ import aioboto3
 import aiohttp
 import pytest
 from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
 from yarl import URL
 
 from stream.local_s3 import LocalS3, verify_query_auth
@@ -304,3 +305,40 @@ async def test_module_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     assert f"GET /{bucket}/{key} 200".encode() in stderr
     assert SECRET_ACCESS_KEY.encode() not in output
     assert b"X-Amz-Signature" not in output
+
+
+async def test_every_method_is_refused_unsigned_or_signed_for_another(
+    s3: S3Client, bucket: str, local_s3: LocalS3, http: aiohttp.ClientSession
+) -> None:
+    """Issue 19: the guard covers writes, deletes and bucket operations, not only reads."""
+    await seed_media(s3, bucket, KEYS[:1])
+    key = KEYS[0]
+    get_url = await presign(s3, bucket, key)
+    base = local_s3.url
+    # Unsigned: objects, the bucket, the service, every method.
+    for method, path in [
+        ("PUT", f"/{bucket}/{key}"),
+        ("DELETE", f"/{bucket}/{key}"),
+        ("POST", f"/{bucket}/{key}?uploads"),
+        ("PUT", f"/{bucket}-new"),
+        ("DELETE", f"/{bucket}"),
+        ("GET", f"/{bucket}"),
+        ("GET", "/"),
+    ]:
+        status, body, _ = await fetch(http, base + path, method)
+        assert (status, error_code(body)) == (403, "AccessDenied"), (method, path)
+    # A URL signed for GET does not PUT or DELETE.
+    for method in ("PUT", "DELETE"):
+        status, body, _ = await fetch(http, get_url, method)
+        assert (status, error_code(body)) == (403, "SignatureDoesNotMatch"), method
+    # An SDK request signed with the wrong secret is refused too, a write included.
+    async with s3_client(base, secret_access_key="wrong") as forged:  # noqa: S106 - a wrong key
+        with pytest.raises(ClientError) as caught:
+            await forged.put_object(Bucket=bucket, Key=key, Body=b"overwritten")
+        assert caught.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+        with pytest.raises(ClientError):
+            await forged.delete_object(Bucket=bucket, Key=key)
+    # Nothing changed: the object is still there, as seeded, for the right signature.
+    status, body, _ = await fetch(http, get_url)
+    assert status == 200
+    assert body != b"overwritten"

@@ -252,7 +252,7 @@ async def test_handler_raising_cancelled_does_not_stall_the_worker(
 
 
 async def test_invalid_request_replies_and_dead_letters(
-    worker: RpcWorker, client: AmqpRpcClient, amqp_url: str, topology: Topology
+    worker: RpcWorker, client: AmqpRpcClient, amqp_url: str, topology: Topology, queue_name: str
 ) -> None:
     with pytest.raises(RpcRemoteError) as caught:
         await client.call("t.echo", {"value": "seven"}, Answer)
@@ -260,10 +260,10 @@ async def test_invalid_request_replies_and_dead_letters(
     assert "Expected `int`" in caught.value.remote_message
     dead = await dead_letters(amqp_url, topology)
     assert [msgspec.json.decode(m.body) for m in dead] == [{"value": "seven"}]
-    deaths = dead[0].headers["x-death"]
-    assert isinstance(deaths, list)
-    assert isinstance(deaths[0], dict)
-    assert deaths[0]["reason"] == "rejected"
+    # The worker's own reason (issue 19), not RabbitMQ's "rejected".
+    assert dead[0].headers["x-dead-letter-reason"] == "bad_request"
+    assert "Expected `int`" in str(dead[0].headers["x-dead-letter-detail"])
+    assert dead[0].headers["x-dead-letter-queue"] == queue_name
 
 
 async def test_malformed_body_replies_and_dead_letters(
