@@ -103,9 +103,9 @@ def _json(value: msgspec.Struct) -> web.Response:
     )
 
 
-def parse_id(raw: str) -> int:
+def parse_id(raw: str, name: str = "id") -> int:
     if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
-        raise InvalidParameter(f"id must be a positive integer, got {raw!r}")
+        raise InvalidParameter(f"{name} must be a positive integer, got {raw!r}")
     return int(raw)
 
 
@@ -192,7 +192,7 @@ async def get_playlist(request: web.Request) -> web.Response:
     key never leaves the backend), ``stream.playlist`` reads and signs that playlist.
     """
     drama_id = parse_id(request.match_info["id"])
-    number = parse_id(request.match_info["number"])
+    number = parse_id(request.match_info["number"], "episode number")
     (listing,) = await _episodes(request, [drama_id], None)
     episode = next((e for e in listing.episodes if e.number == number), None)
     if episode is None:

@@ -509,6 +509,10 @@ async def test_bad_requests_are_400_problems(
         )
         assert body["title"] == "Invalid parameter"
         assert "id" in body["detail"]
+    for raw_number in ["0", "x", "1.5"]:
+        path = f"/dramas/1/episodes/{raw_number}/playlist.m3u8"
+        body = assert_problem(await api.get(path), 400, "invalid-parameter", path)
+        assert body["detail"].startswith("episode number must be"), body
     for limit in ["0", "101", "x", "-1", "", "7.0"]:
         body = assert_problem(
             await api.get("/dramas", limit=limit), 400, "invalid-parameter", "/dramas"
