@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from loadtest.trace_api import serve_until_stopped
 
 __all__ = ["create_app", "main", "upstream_for"]
 
@@ -124,16 +125,7 @@ def create_app(root: Path, api: str, traces: str | None) -> web.Application:
 
 
 async def serve(host: str, port: int, app: web.Application) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"player listening on http://{host}:{port}/", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(app, host, port, f"player listening on http://{host}:{port}/")
 
 
 def main(argv: list[str] | None = None) -> int:

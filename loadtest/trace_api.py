@@ -215,10 +215,17 @@ async def serve(host: str, port: int, jaeger: str) -> None:
     app.cleanup_ctx.append(session)
     add_routes(app, None, raw=False)
     app.router.add_get("/healthz", healthz)
+    await serve_until_stopped(
+        app, host, port, f"trace analysis listening on http://{host}:{port}, traces from {jaeger}"
+    )
+
+
+async def serve_until_stopped(app: web.Application, host: str, port: int, banner: str) -> None:
+    """Serve ``app`` on ``host:port``, print ``banner``, and stop cleanly on SIGINT or SIGTERM."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    print(f"trace analysis listening on http://{host}:{port}, traces from {jaeger}", flush=True)
+    print(banner, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
