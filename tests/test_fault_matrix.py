@@ -234,7 +234,9 @@ async def test_broker_faults(fault: str, running: Stack, vhost: str) -> None:
     assert_bounded(result, {"200", "503", "504"})
     assert result.count("200") > 0
     await serving_again(base)
-    await assert_dead_letters_explained(amqp_url, {"expired"})
+    # With its queue gone a request is unroutable: returned, answered 503, and kept as such.
+    kept = {"expired", "unroutable"} if fault == "queue-deleted" else {"expired"}
+    await assert_dead_letters_explained(amqp_url, kept)
 
 
 async def test_poison_messages_are_answered_or_explained(running: Stack) -> None:
