@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from loadtest.critical_path import CATEGORIES
 from loadtest.front import create_app
 from tests.conftest import free_port
 
@@ -76,3 +77,15 @@ async def test_a_back_end_that_does_not_answer_is_a_502_problem(
     # No trace store configured (spans sent elsewhere): said so, not proxied into the void.
     reply = await client.get("/api/v3/traces/" + "1" * 32)
     assert reply.status == 503
+
+
+def test_the_player_draws_every_category_the_analyser_names() -> None:
+    """The categories come from Python (the analyser); the page only colours them. A category
+    added there without a colour here would be drawn as a blank swatch and an invisible bar."""
+    web = Path(__file__).resolve().parent.parent / "web" / "src"
+    styles = (web / "styles.css").read_text()
+    labels = (web / "components" / "Waterfall.tsx").read_text()
+    for category in CATEGORIES:
+        assert f".cat-{category} {{ background: var(--{category}); }}" in styles, category
+        assert f"--{category}: #" in styles, category
+        assert f"\n  {category}: " in labels, category

@@ -6,6 +6,7 @@ export const CATEGORY_LABELS: Record<string, string> = {
   db: "db",
   s3: "s3",
   queue_wait: "queue wait",
+  transit: "transit",
   reply_wait: "reply wait",
   broker: "broker",
   mesh: "mesh",
