@@ -80,3 +80,23 @@ def overlay(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def docs(rendered: dict[str, list[Doc]], overlay: str) -> list[Doc]:
     return rendered[overlay]
+
+
+# What Terraform hands the eks overlay (outputs.tf's heredoc), in its order; the deploy workflow
+# writes the same keys and the overlay reads them.
+EKS_OVERLAY_KEYS = (
+    "STREAM_SERVICE_ROLE_ARN",
+    "MEDIA_BUCKET",
+    "AWS_REGION",
+    "IMAGE",
+    "WEB_IMAGE",
+    "CERTIFICATE_ARN",
+    "DB_HOST",
+    "DB_MASTER_SECRET_ARN",
+    "DRAMA_DB_SECRET_ARN",
+    "EPISODE_DB_SECRET_ARN",
+    "DRAMA_SERVICE_ROLE_ARN",
+    "EPISODE_SERVICE_ROLE_ARN",
+    "SEED_ROLE_ARN",
+    "VPC_CIDR",
+)

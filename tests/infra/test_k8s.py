@@ -32,6 +32,7 @@ import yaml
 from broker import RpcWorker
 from tests.infra import crds
 from tests.infra.conftest import (
+    EKS_OVERLAY_KEYS,
     K8S,
     NAMESPACE,
     ROOT,
@@ -701,22 +702,7 @@ def test_guide_helm_values_fit_the_manifests(rendered: dict[str, list[Doc]]) -> 
 
 def test_eks_overlay_takes_the_terraform_outputs(rendered: dict[str, list[Doc]]) -> None:
     outputs = eks_terraform_env()
-    assert set(outputs) == {
-        "STREAM_SERVICE_ROLE_ARN",
-        "MEDIA_BUCKET",
-        "AWS_REGION",
-        "IMAGE",
-        "WEB_IMAGE",
-        "CERTIFICATE_ARN",
-        "DB_HOST",
-        "DB_MASTER_SECRET_ARN",
-        "DRAMA_DB_SECRET_ARN",
-        "EPISODE_DB_SECRET_ARN",
-        "DRAMA_SERVICE_ROLE_ARN",
-        "EPISODE_SERVICE_ROLE_ARN",
-        "SEED_ROLE_ARN",
-        "VPC_CIDR",
-    }
+    assert set(outputs) == set(EKS_OVERLAY_KEYS)
     docs = rendered["eks"]
     sa = one(docs, "ServiceAccount", "stream-service")
     assert (

