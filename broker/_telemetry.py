@@ -56,7 +56,10 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
     resource = Resource.create({})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = LeanTracerProvider(resource=resource, id_generator=PresetTraceIds())
+    # LEAN_SPANS=off (measurement scaffolding, issue 18): the SDK's own spans, for an A/B.
+    stock = environ.get("LEAN_SPANS", "on").strip().lower() == "off"
+    kind = TracerProvider if stock else LeanTracerProvider
+    provider = kind(resource=resource, id_generator=PresetTraceIds())
     names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
     for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
         match name:
