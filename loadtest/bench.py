@@ -57,7 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import AmqpRpcClient, use_event_loop
+from broker.rpc import AmqpRpcClient
+from broker.service import use_event_loop
 
 from . import cli
 from .analyze import percentile

@@ -22,7 +22,8 @@ import sys
 import aiormq
 import msgspec
 
-from broker import FaultRule, redact_url, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
+from broker.service import redact_url
 
 from . import cli
 

@@ -17,7 +17,7 @@ import aio_pika
 import pytest
 from aiohttp import web
 
-from broker import Topology
+from broker.rpc import Topology
 from loadtest.stack import Stack, StackConfig
 from loadtest.stack import free_port as free_port  # noqa: PLC0414 - re-exported for the tests
 from loadtest.stack import vhost as rabbitmq_vhost

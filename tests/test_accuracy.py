@@ -35,7 +35,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker import FaultRule, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
 from loadtest.analyze import analyze, select
 from loadtest.critical_path import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
 from loadtest.recorder import Recorder

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from broker import FaultRule, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
 from loadtest.analyze import Report, analyze, select
 from loadtest.stack import Stack, StackConfig
 from loadtest.traces import load_traces, within

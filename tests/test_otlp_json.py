@@ -39,8 +39,10 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
-from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp_encode
-from broker._otlp import OtlpJsonSpanExporter, encode_spans
+from broker.service import ConfigError
+from broker.telemetry import LeanSpan, LeanTracerProvider
+from broker.telemetry import otlp_encode as _otlp_encode
+from broker.telemetry.otlp import OtlpJsonSpanExporter, encode_spans
 from loadtest import bench_export
 from loadtest.traces import load_traces
 from tests.conftest import free_port, running_sink

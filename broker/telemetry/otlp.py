@@ -32,10 +32,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.re import parse_env_headers
 
-from ._errors import ConfigError
-from ._otlp_encode import encode_spans
+from broker.errors import ConfigError
+from broker.telemetry.otlp_encode import encode_spans
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._otlp")  # its name before broker/ had packages
 
 __all__ = ["OtlpJsonSpanExporter", "encode_spans"]
 

@@ -30,11 +30,11 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ._errors import ConfigError
-from ._otlp import OtlpJsonSpanExporter
-from ._spans import LeanTracerProvider
+from broker.errors import ConfigError
+from broker.telemetry.otlp import OtlpJsonSpanExporter
+from broker.telemetry.spans import LeanTracerProvider
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._telemetry")  # its name before broker/ had packages
 
 TRACER = "drama_streaming.broker"
 

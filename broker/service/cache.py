@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from cachetools import TTLCache
 from prometheus_client import Counter
 
-from ._faults import db_delay
+from broker.rpc.faults import db_delay
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

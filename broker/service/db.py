@@ -15,8 +15,8 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from ._faults import db_delay
-from ._telemetry import instrument_engine
+from broker.rpc.faults import db_delay
+from broker.telemetry.tracing import instrument_engine
 
 
 async def open_engine(

@@ -30,9 +30,9 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
-from ._spans import LeanSpan
+from broker.telemetry.spans import LeanSpan
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._otlp_encode")  # its name before broker/ had packages
 
 __all__ = ["encode_spans"]
 
