@@ -102,7 +102,6 @@ class AmqpRpcClient:
         )
         self._timeout = timeout
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
-        self._tracer_provider = tracer_provider
         self._topology = topology or Topology()
         self._confirms = publisher_confirms
         self._reconnect_interval = reconnect_interval
@@ -116,7 +115,7 @@ class AmqpRpcClient:
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
         self._keeping: set[asyncio.Task[None]] = set()  # unroutable requests on their way to keep
-        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker/_transit.py)
+        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker.rpc.transit)
         self._measuring = contextlib.AsyncExitStack()
         # Tracing, metrics and timing around each call (broker.rpc.calls), composed once here.
         self._call = call_chain(self._tracer, tracer_provider, self._round_trip)

@@ -79,7 +79,6 @@ class HttpRpcClient:
         self._timeout = timeout
         self._max_connections = max_connections
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
-        self._tracer_provider = tracer_provider
         self._session: aiohttp.ClientSession | None = None
         # Tracing, metrics and timing around each call (broker.rpc.calls), composed once here.
         self._call = call_chain(self._tracer, tracer_provider, self._round_trip)

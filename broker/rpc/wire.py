@@ -32,7 +32,7 @@ class Topology:
     exchange: str = "rpc"
     dead_letter_exchange: str = "rpc.dlx"
     dead_letter_queue: str = "rpc.dead"
-    control_exchange: str = "rpc.control"  # fault-injection rules (broker._faults)
+    control_exchange: str = "rpc.control"  # fault-injection rules (broker.rpc.faults)
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

@@ -48,7 +48,7 @@ async def open_engine(
 
 
 def _injected_db_delay(*_args: object) -> None:
-    """A slow-database fault (broker._faults): runs in SQLAlchemy's greenlet, so it may await."""
+    """A slow-database fault (broker.rpc.faults): runs in SQLAlchemy's greenlet, so it may await."""
     delay = db_delay()
     if delay > 0:
         await_only(asyncio.sleep(delay))

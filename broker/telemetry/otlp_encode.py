@@ -1,4 +1,4 @@
-"""OTLP/JSON encoding of spans: what :class:`broker._otlp.OtlpJsonSpanExporter` posts.
+"""OTLP/JSON encoding of spans: what :class:`broker.telemetry.otlp.OtlpJsonSpanExporter` posts.
 
 The encoding is OTLP's JSON mapping of the same ``ExportTraceServiceRequest`` the official
 encoder builds (``tests/test_otlp_json.py`` parses one into the other and compares): field

@@ -109,9 +109,9 @@ class PresetTraceIds(RandomIdGenerator):
 def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     """OTLP over HTTP, encoded as ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` says.
 
-    ``http/json`` (the default here; the SDK's is ``http/protobuf``) is :mod:`broker._otlp`'s
-    exporter, ~3x cheaper in CPU a span than the official one (docs/tracing.md has the figures),
-    which ``http/protobuf`` still selects. gRPC is not installed.
+    ``http/json`` (the default here; the SDK's is ``http/protobuf``) is the exporter of
+    :mod:`broker.telemetry.otlp`, ~3x cheaper in CPU a span than the official one
+    (docs/tracing.md has the figures), which ``http/protobuf`` still selects. gRPC is not installed.
     """
     raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", ""
