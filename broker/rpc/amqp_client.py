@@ -80,8 +80,8 @@ class AmqpRpcClient:
 
     ``publisher_confirms=True`` has the broker confirm every request, and a nack fail its call
     (RpcUnavailable). Off by default: an unroutable request fails its call at once either way
-    (:mod:`broker.rpc.returns`), and the confirmations cost ~75 us of the round trip at
-    concurrency 1 (docs/rpc.md).
+    (:mod:`broker.rpc.returns`), and the confirmations cost round-trip time and throughput
+    (docs/adr/publisher-confirms-off.md).
     """
 
     def __init__(
@@ -344,7 +344,7 @@ class AmqpRpcClient:
         assert self._channel is not None
         # Direct reply-to: consumed without acks on the channel that publishes the requests,
         # on aiormq's channel itself: wrapping every reply in an aio-pika message cost more
-        # CPU than the rest of the reply path (docs/performance.md).
+        # CPU than the rest of the reply path (docs/adr/own-rpc-layer.md).
         self._amqp = await self._channel.get_underlay_channel()
         if not self._confirms:
             watch_returns(cast(aiormq.Channel, self._amqp), self._on_returned)

@@ -3,11 +3,11 @@ handler of ``Basic.Return``.
 
 Why: aiormq (7.2) matches a returned message to its publish only on a confirming channel; on
 any other it logs the return and drops it, so a call to a method nobody serves would wait for
-its timeout. Confirming every request cost ~75 us of the round trip at concurrency 1 and a few
-% of throughput (docs/rpc.md). So the channel's ``_on_return_frame`` (aiormq's private method:
-the one reach into another library's privates left in broker/) is replaced by one that reads
-the returned message exactly as aiormq's does (content header, then body) and hands it to the
-client, which fails the call it belongs to by its correlation id.
+its timeout. Confirming every request cost round-trip time and throughput
+(docs/adr/publisher-confirms-off.md). So the channel's ``_on_return_frame`` (a private method of
+aiormq's, kept to this one module) is replaced by one that reads the returned message exactly
+as aiormq's does (content header, then body) and hands it to the client, which fails the call
+it belongs to by its correlation id.
 
 aiormq is pinned below 7.3 for this; tests/test_rpc.py fails if a return stops arriving here.
 The day aiormq hands returns of a non-confirming channel to a callback, this module goes.
