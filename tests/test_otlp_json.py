@@ -485,7 +485,7 @@ async def test_the_signal_specific_variables_win(collector: Collector) -> None:
 _SERVICE = textwrap.dedent(
     """
     import os
-    from broker import configure_tracing
+    from broker.telemetry import configure_tracing
     provider = configure_tracing("chosen", os.environ)
     provider.get_tracer("t").start_span("one").end()
     provider.shutdown()
