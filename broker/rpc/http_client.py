@@ -138,8 +138,8 @@ class HttpRpcClient:
             attributes["url.full"] = url
             attributes["server.address"] = parts.hostname or ""
             attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        call = Call(method, request, result_type, timeout, attributes)
-        return await self._call(call)  # type: ignore[no-any-return]
+        result: T = await self._call(Call(method, request, result_type, timeout, attributes))
+        return result
 
     async def _round_trip(self, call: Call) -> tuple[bytes, CallTiming]:
         method, request, timeout = call.method, call.request, call.timeout

@@ -74,7 +74,8 @@ class InMemoryRpcClient:
     ) -> T:
         timeout = self._timeout if timeout is None else timeout
         attributes = {"rpc.system": "memory", "rpc.method": method}
-        return await self._call(Call(method, request, result_type, timeout, attributes))  # type: ignore[no-any-return]
+        result: T = await self._call(Call(method, request, result_type, timeout, attributes))
+        return result
 
     async def _round_trip(self, call: Call) -> tuple[bytes, CallTiming]:
         method, timeout = call.method, call.timeout
