@@ -21,10 +21,9 @@ breaker) wrap a whole client instead (:mod:`broker.rpc.guard`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -42,14 +41,26 @@ from broker.telemetry.metrics import (
 from broker.telemetry.tracing import CallTiming, record_timing, recorded_span, span_error
 
 
-class Call(NamedTuple):
-    """What a caller asked for, as the middlewares and the transport see it."""
+class Call:
+    """What a caller asked for, as the middlewares and the transport see it; ``span`` is the
+    call's CLIENT span once :func:`tracing` made one (what the metrics' exemplars point at)."""
 
-    method: str
-    request: Any
-    result_type: type[Any]
-    timeout: float
-    attributes: dict[str, Any]  # the CLIENT span's attributes (the transport's)
+    __slots__ = ("attributes", "method", "request", "result_type", "span", "timeout")
+
+    def __init__(
+        self,
+        method: str,
+        request: Any,
+        result_type: type[Any],
+        timeout: float,
+        attributes: dict[str, Any],  # the CLIENT span's attributes (the transport's)
+    ) -> None:
+        self.method = method
+        self.request = request
+        self.result_type = result_type
+        self.timeout = timeout
+        self.attributes = attributes
+        self.span: trace.Span = trace.INVALID_SPAN
 
 
 Next = Callable[[Call], Awaitable[Any]]
@@ -61,8 +72,15 @@ def compose(middlewares: Sequence[CallMiddleware], round_trip: RoundTrip) -> Nex
     """``round_trip`` wrapped in ``middlewares``, the first outermost."""
     step: Next = round_trip
     for middleware in reversed(middlewares):
-        step = functools.partial(middleware, next_step=step)
+        step = _bind(middleware, step)
     return step
+
+
+def _bind(middleware: CallMiddleware, next_step: Next) -> Next:
+    def bound(call: Call) -> Awaitable[Any]:
+        return middleware(call, next_step)  # the middleware's coroutine, no frame of its own
+
+    return bound
 
 
 def call_chain(
@@ -88,6 +106,7 @@ def tracing(tracer: trace.Tracer, tracer_provider: trace.TracerProvider | None) 
             set_status_on_exception=False,
         )
         with scope as span:
+            call.span = span
             try:
                 return await next_step(call)
             except RpcError as exc:
@@ -113,7 +132,7 @@ async def metering(call: Call, next_step: Next) -> Any:
         _methods_seen.add(method)
         for error_type in ("timeout", "unroutable", "unavailable"):
             RPC_CLIENT_ERRORS.labels(method, error_type)
-    current = trace.get_current_span()  # the exemplars' span: looked up once
+    current = call.span  # the exemplars' span (none unless sampled)
     in_flight = labelled(RPC_CLIENT_IN_FLIGHT, method)
     in_flight.inc()
     started = time.perf_counter()
@@ -147,7 +166,7 @@ async def timing(call: Call, next_step: Next) -> tuple[bytes, CallTiming]:
     """What the call cost: collected, observed, and on the CLIENT span."""
     body, measured = await next_step(call)
     record_timing(measured)
-    span = trace.get_current_span()  # the CLIENT span (or, where none is made, the caller's)
+    span = call.span
     labelled(RPC_OVERHEAD, call.method).observe(measured.overhead_ns / 1e9, exemplar(span))
     if span.is_recording():
         span.set_attributes(

@@ -10,8 +10,8 @@ same :class:`Handling`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiormq.abc import DeliveredMessage
@@ -21,37 +21,45 @@ from opentelemetry.trace import SpanKind
 
 from broker.rpc.delivery import TEXT_HEADERS
 from broker.rpc.transit import BrokerRoundTrip, observe, split, transit_attributes
+from broker.rpc.wire import SENT_AT_NS, header_int
 from broker.telemetry.handling import Handling
 from broker.telemetry.metrics import RPC_QUEUE_WAIT, exemplar, labelled
 from broker.telemetry.tracing import messaging_attributes, records_nothing, wait_attributes
 
+# What the worker does with a delivery inside its telemetry: dispatch, reply, settle; the
+# outcome. (message, method, sent_at, received_ns, queue_wait_ns, settled)
+Complete = Callable[[DeliveredMessage, str, int | None, int, int, list[bool]], Awaitable[str]]
+
 
 class DeliveryTelemetry:
-    """The telemetry middleware of one worker's AMQP deliveries, made once per worker."""
+    """The telemetry middleware around one worker's handling of its AMQP deliveries: made once
+    per worker around its ``complete``, then called once per delivery."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - made once, by the worker
         self,
         tracer: trace.Tracer,
         provider: trace.TracerProvider | None,
         topology_exchange: str,
         queue: str,
         broker_rtt: BrokerRoundTrip,
+        complete: Complete,
     ) -> None:
         self._tracer = tracer
         self._provider = provider
         self._exchange = topology_exchange
         self._queue = queue
         self._broker_rtt = broker_rtt
+        self._complete = complete
 
-    @contextmanager
-    def observed(
-        self, message: DeliveredMessage, received_ns: int, sent_at: int | None, queue_wait_ns: int
-    ) -> Iterator[Handling]:
-        """The block handles ``message``; set the :class:`Handling`'s ``outcome`` inside it."""
-        tracer, broker_rtt, queue = self._tracer, self._broker_rtt, self._queue
-        method = message.routing_key or ""
+    async def __call__(self, message: DeliveredMessage, settled: list[bool]) -> None:
+        """Handle ``message`` (``complete``) under its spans, metrics and request log line."""
+        received_ns = time.time_ns()
         properties = message.header.properties
         headers = properties.headers or {}
+        sent_at = header_int(headers, SENT_AT_NS)
+        queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
+        tracer, broker_rtt, queue = self._tracer, self._broker_rtt, self._queue
+        method = message.routing_key or ""
         # The caller's PRODUCER span is the parent of the wait and of the processing.
         parent = propagate.extract(headers, getter=TEXT_HEADERS)
         caller = trace.get_current_span(parent)
@@ -64,7 +72,9 @@ class DeliveryTelemetry:
                 with _measured(
                     method, caller, headers, sent_at, queue_wait_ns, broker_rtt
                 ) as handling:
-                    yield handling
+                    handling.outcome = await self._complete(
+                        message, method, sent_at, received_ns, queue_wait_ns, settled
+                    )
             finally:
                 otel_context.detach(token)
             return
@@ -97,7 +107,9 @@ class DeliveryTelemetry:
             ) as span,
             _measured(method, span, headers, sent_at, queue_wait_ns, broker_rtt) as handling,
         ):
-            yield handling
+            handling.outcome = await self._complete(
+                message, method, sent_at, received_ns, queue_wait_ns, settled
+            )
 
 
 def _measured(  # noqa: PLR0917 - one private call site

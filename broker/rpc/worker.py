@@ -40,7 +40,7 @@ from broker.rpc.faults import Faults, instance, listen_for_rules
 from broker.rpc.observe import DeliveryTelemetry
 from broker.rpc.router import HandlerMiddleware, Reject, Router
 from broker.rpc.transit import BrokerRoundTrip
-from broker.rpc.wire import SENT_AT_NS, TIMEOUT_MS, Topology, header_int
+from broker.rpc.wire import TIMEOUT_MS, Topology, header_int
 from broker.telemetry.tracing import TRACER
 
 Req = TypeVar("Req")
@@ -113,10 +113,15 @@ class RpcWorker:
         self._consumer_tag: str | None = None
         self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker.rpc.transit)
         self._measuring: contextlib.AsyncExitStack | None = None
-        # The telemetry around each delivery, bound once here rather than per message.
-        self._observed = DeliveryTelemetry(
-            self.tracer, tracer_provider, self._topology.exchange, queue, self._broker_rtt
-        ).observed
+        # Each delivery: its telemetry around its completion, composed once here.
+        self._handle = DeliveryTelemetry(
+            self.tracer,
+            tracer_provider,
+            self._topology.exchange,
+            queue,
+            self._broker_rtt,
+            self._complete,
+        )
 
     def register(
         self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
@@ -336,23 +341,13 @@ class RpcWorker:
         finally:
             self._inflight.discard(task)
 
-    async def _handle(self, message: DeliveredMessage, settled: list[bool]) -> None:
-        received_ns = time.time_ns()
-        sent_at = header_int(message.header.properties.headers, SENT_AT_NS)
-        queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
-        with self._observed(message, received_ns, sent_at, queue_wait_ns) as handling:
-            handling.outcome = await self._complete(
-                message, handling.method, sent_at, received_ns, queue_wait_ns, settled=settled
-            )
-
-    async def _complete(
+    async def _complete(  # noqa: PLR0917 - DeliveryTelemetry calls it, once per delivery
         self,
         message: DeliveredMessage,
         method: str,
         sent_at: int | None,
         received_ns: int,
         queue_wait_ns: int,
-        *,
         settled: list[bool],
     ) -> str:
         """Dispatch, reply, and ack or dead-letter; the outcome."""
