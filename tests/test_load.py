@@ -28,10 +28,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from loadtest.load import parser, table
-from loadtest.load import run as run_load
-from loadtest.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
+from loadtest.load.command import parser, table
+from loadtest.load.command import run as run_load
+from loadtest.load.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
 from tests.conftest import StackConfigFactory, free_port
 from tests.infra.conftest import TOOLS, run
 from tests.otlp import OtlpReceiver, Span
@@ -377,8 +377,8 @@ LOCUST_CHECKOV_SKIPS = {
 def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -> None:
     locustfile = (ROOT / "loadtest" / "locustfile.py").read_text()
     assert (ROOT / "k8s" / "locust" / "locustfile.py").read_text() == locustfile, (
-        "k8s/locust/locustfile.py differs from loadtest/locustfile.py: "
-        "cp loadtest/locustfile.py k8s/locust/"
+        "k8s/locust/locustfile.py differs from loadtest/load/locustfile.py: "
+        "cp loadtest/load/locustfile.py k8s/locust/"
     )
     rendered = run("kubectl", "kustomize", ROOT / "k8s" / "locust").stdout
     (tmp_path / "locust.yaml").write_text(rendered)
