@@ -67,7 +67,7 @@ class FaultRule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     db_delay_ms: _Ms = 0.0
     prefetch: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     clear: bool = False
-    # A slow network: for the delaying proxies of the dev stack (loadtest/devstack/netdelay.py), not
+    # A slow network: for the delaying proxies of the dev stack (loadtest/netdelay.py), not
     # for workers. ``network_link`` selects one link (None: all), ``network_direction`` one way.
     network_link: str | None = None
     network_delay_ms: _Ms = 0.0

@@ -11,7 +11,7 @@ lone surrogate) is dropped with a warning, not the batch.
 A span of the common shape (no events, links, trace state or dropped counts, status unset:
 nearly every span the services make) is written straight to bytes in one formatting step, from
 a template per attribute key and value type; any other becomes a plain dict for msgspec, its
-attribute lists written as bytes. ``loadtest/bench/export.py`` measures it against the
+attribute lists written as bytes. ``loadtest/bench_export.py`` measures it against the
 official protobuf encoder: ~6x less CPU a span.
 """
 
