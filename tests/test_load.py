@@ -350,7 +350,8 @@ async def test_a_sweep_stops_where_p99_crosses_the_limit(serve: Any) -> None:
 async def test_the_locustfile_sends_the_same_mix_with_baggage(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
-    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py")]
+    command = [sys.executable, "-m", "locust"]
+    command += ["-f", str(ROOT / "loadtest" / "load" / "locustfile.py")]
     command += ["--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "2s"]
     command += ["--host", url, "--only-summary", "--loglevel", "WARNING"]
     environment = {**os.environ, "LOADTEST_RUN_ID": RUN_ID, "LOADTEST_USER_RATE": "25"}
@@ -375,7 +376,7 @@ LOCUST_CHECKOV_SKIPS = {
 
 
 def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -> None:
-    locustfile = (ROOT / "loadtest" / "locustfile.py").read_text()
+    locustfile = (ROOT / "loadtest" / "load" / "locustfile.py").read_text()
     assert (ROOT / "k8s" / "locust" / "locustfile.py").read_text() == locustfile, (
         "k8s/locust/locustfile.py differs from loadtest/load/locustfile.py: "
         "cp loadtest/load/locustfile.py k8s/locust/"

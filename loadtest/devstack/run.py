@@ -1,9 +1,10 @@
 """``python -m loadtest stack``: the local stack in the foreground, what ``make run`` runs.
 
-It checks what the stack needs (RabbitMQ, free ports, a writable working directory, the
-databases), starts the stack (`loadtest.devstack.stack`), prints the URLs to try, keeps the
-services running (a service that dies is logged and started again) and on Ctrl-C stops
-everything, the HTTP front first so that no accepted request is lost.
+It checks that RabbitMQ answers and that its ports are free, starts the embedded S3 endpoint,
+seeds the three services' data (idempotent), starts the services, waits until each says it is
+ready, prints the URLs to try, starts again a service that dies, and on Ctrl-C stops everything,
+the HTTP front first so that no accepted request is lost. The end-to-end tests and the
+benchmarks start the same `Stack` (``loadtest.devstack.stack``).
 """
 
 from __future__ import annotations
