@@ -25,15 +25,15 @@ writes everything as JSON, and a plot when matplotlib is installed. Everything s
 cores: compare ratios within one run, not absolutes across runs.
 
 Many short rounds rather than a few long ones (12 of 2 s by default): the machine's speed
-drifts over tens of seconds, so the two sides of a ratio are measured closer together. On the
-same machine, the 10% cost's interval was 7 points wide with 20 rounds of 2 s (0.06 to 0.13)
-and 32 with 5 rounds of 8 s (-0.02 to 0.30: with 5 rounds, the whole range).
+drifts over tens of seconds, so the two sides of a ratio are measured closer together, and
+with more rounds the median's interval narrows (with 5 it is the whole range; the figures:
+docs/performance.md, "How to read the figures").
 
 And every variant twice (``--instances 2``), each copy a stack of its own, their figures
 averaged in each round: a set of processes keeps its own speed for the whole run (where its
-memory landed, its hash seed), so two copies of one variant differed by 9% (0.99 to 1.14, 20
-rounds), more than the interval of one run; runs of the same commit put the 10% cost anywhere
-from 6% to 14%.
+memory landed, its hash seed), so two copies of one variant differed by more than the
+interval of one run sees, and runs of the same commit disagreed beyond their intervals
+(docs/performance.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Two measurements, in rounds that alternate which side goes first so that drift o
 machine hits both alike, reported as medians over the rounds:
 
 - **1 URL**: CPU µs to pre-sign one GET URL, botocore's client method against one call of
-  `SigV4Presigner.urls` for one key (which includes its fixed cost per call, ~5 µs);
+  `SigV4Presigner.urls` for one key (which includes its fixed cost per call);
 - **handler, N**: CPU µs of stream-service's ``stream.presign`` handler (`Procedures.presign`) for
   one ``GET /dramas/{id}`` worth of keys, with an SDK tracer recording the "S3 presign" span,
   once with botocore as the presigner and once with the default one.
