@@ -22,7 +22,7 @@ from broker.rpc import (
 )
 from broker.service import SqlStore
 from broker.telemetry import collect_timings
-from loadtest import fault as fault_cli
+from loadtest.load import fault as fault_cli
 from tests.conftest import log_waiters
 
 

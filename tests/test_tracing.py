@@ -26,7 +26,7 @@ from broker.rpc import FaultRule, RpcWorker, send_fault_rule
 from broker.service import ConfigError
 from broker.telemetry import recorded_span, request_logged, set_request_log
 from episode.contract import LIST, QUEUE, ListEpisodes
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 from tests.conftest import StackConfigFactory
 from tests.otlp import OtlpReceiver, Span, waterfall
 
