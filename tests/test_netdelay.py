@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker import FaultRule, Topology, send_fault_rule
-from broker._faults import Faults
-from loadtest.netdelay import Link, NetDelay
+from broker.rpc import FaultRule, Topology, send_fault_rule
+from broker.rpc.faults import Faults
+from loadtest.devstack.netdelay import Link, NetDelay
 
 
 @pytest.fixture

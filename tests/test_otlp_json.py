@@ -39,12 +39,14 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
-from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp_encode
-from broker._otlp import OtlpJsonSpanExporter, encode_spans
-from loadtest import bench_export
-from loadtest.traces import load_traces
+from broker.service import ConfigError
+from broker.telemetry import LeanSpan, LeanTracerProvider
+from broker.telemetry import otlp_encode as _otlp_encode
+from broker.telemetry.otlp import OtlpJsonSpanExporter, encode_spans
+from loadtest.analysis.traces import load_traces
+from loadtest.bench import export as bench_export
+from loadtest.otlp import request_from_json
 from tests.conftest import free_port, running_sink
-from tests.otlp import request_from_json
 
 REMOTE = SpanContext(
     trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
@@ -483,7 +485,7 @@ async def test_the_signal_specific_variables_win(collector: Collector) -> None:
 _SERVICE = textwrap.dedent(
     """
     import os
-    from broker import configure_tracing
+    from broker.telemetry import configure_tracing
     provider = configure_tracing("chosen", os.environ)
     provider.get_tracer("t").start_span("one").end()
     provider.shutdown()
@@ -535,7 +537,7 @@ async def test_configure_tracing_rejects_other_protocols(collector: Collector) -
 
 
 def test_the_export_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m loadtest.bench_export``, tiny: both exporters deliver, the table is printed."""
+    """``python -m loadtest.bench.export``, tiny: both exporters deliver, the table is printed."""
     assert bench_export.main(["--rounds", "1", "--batch", "16", "--repeat", "1"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("µs a span, batch 16")

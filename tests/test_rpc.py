@@ -15,7 +15,7 @@ import pytest
 from pamqp.commands import Basic
 from prometheus_client import REGISTRY
 
-from broker import (
+from broker.rpc import (
     AmqpRpcClient,
     NotFound,
     RpcNotFound,
@@ -25,9 +25,9 @@ from broker import (
     RpcUnroutable,
     RpcWorker,
     Topology,
-    metrics_app,
 )
-from broker._publish import publish
+from broker.rpc.publish import publish
+from broker.telemetry import metrics_app
 from tests.conftest import log_waiters
 
 

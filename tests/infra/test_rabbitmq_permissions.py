@@ -23,7 +23,7 @@ import aiormq.exceptions
 import msgspec
 import pytest
 
-from broker import AmqpRpcClient, RpcWorker
+from broker.rpc import AmqpRpcClient, RpcWorker
 from episode.contract import LIST as EPISODE_LIST
 from episode.contract import QUEUE as EPISODE_QUEUE
 from stream.contract import PRESIGN as STREAM_PRESIGN

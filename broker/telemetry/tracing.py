@@ -1,0 +1,282 @@
+"""Tracing: the SDK set up from the standard ``OTEL_*`` variables, and the spans of the RPC layer.
+
+Every service calls :func:`configure_tracing` once from ``__main__``. Nothing else reads the
+environment: the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
+(``OTEL_TRACES_SAMPLER``/``_ARG``), the batch processor (``OTEL_BSP_*``) and the propagators
+(``OTEL_PROPAGATORS``; add ``b3multi`` behind an Istio Zipkin provider) are read by the SDK
+itself; the exporter's ``OTEL_EXPORTER_OTLP_*`` (endpoint, protocol, headers, timeout,
+compression, TLS files) by :func:`configure_tracing` and the exporter it picks.
+``OTEL_SDK_DISABLED=true`` leaves the no-op API in place: no span is made, nothing is exported,
+nothing is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.errors import ConfigError
+from broker.telemetry.otlp import OtlpJsonSpanExporter
+from broker.telemetry.spans import LeanTracerProvider
+
+log = logging.getLogger("broker._telemetry")  # its name before broker/ had packages
+
+TRACER = "drama_streaming.broker"
+
+
+def tracing_disabled(environ: Mapping[str, str]) -> bool:
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerProvider | None:
+    """Install the global tracer provider; None when tracing is switched off.
+
+    ``service_name`` is the default for ``service.name``; ``OTEL_SERVICE_NAME`` wins. Exporters
+    come from ``OTEL_TRACES_EXPORTER``: ``otlp`` (the default; see :func:`_otlp_exporter`),
+    ``console``, or ``none`` (spans made, for trace ids in logs, but not sent anywhere).
+    Call ``provider.shutdown()`` on exit to flush what is batched.
+    """
+    if tracing_disabled(environ):
+        return None
+    resource = Resource.create({})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
+    # LEAN_SPANS=off (measurement scaffolding, issue 18): the SDK's own spans, for an A/B.
+    stock = environ.get("LEAN_SPANS", "on").strip().lower() == "off"
+    kind = TracerProvider if stock else LeanTracerProvider
+    provider = kind(resource=resource, id_generator=PresetTraceIds())
+    names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
+    for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
+        match name:
+            case "otlp":
+                provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(environ)))
+            case "console":
+                provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            case "none" | "":
+                pass
+            case other:
+                raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {other!r}")
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class PresetTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a trace id drawn ahead of its root span is used for it.
+
+    drama-service asks the sampler about a request before the stock SERVER-span middleware
+    builds anything for it (``drama/serverspan.py``). When the answer is yes, the middleware
+    starts the span, and the SDK draws a trace id and asks the sampler again: with a new id, a
+    ratio sampler would decide anew, and 10% would come out as 1%. Under :meth:`preset` the SDK
+    gets the trace id that was already decided on, and the sampler says the same again.
+    """
+
+    def __init__(self) -> None:
+        self._next: ContextVar[int] = ContextVar("preset_trace_id", default=0)
+
+    def generate_trace_id(self) -> int:
+        preset = self._next.get()
+        if preset:
+            self.discard()  # once: a second root in the same task gets its own
+            return preset
+        return super().generate_trace_id()
+
+    def discard(self) -> None:
+        """Forget a preset trace id this task's spans have not taken."""
+        self._next.set(0)
+
+    @contextmanager
+    def preset(self, trace_id: int) -> Iterator[None]:
+        """The next trace id this task's spans ask for is ``trace_id``."""
+        token = self._next.set(trace_id)
+        try:
+            yield
+        finally:
+            self._next.reset(token)
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    """OTLP over HTTP, encoded as ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` says.
+
+    ``http/json`` (the default here; the SDK's is ``http/protobuf``) is the exporter of
+    :mod:`broker.telemetry.otlp`, ~3x cheaper in CPU a span than the official one
+    (docs/tracing.md has the figures), which ``http/protobuf`` still selects. gRPC is not installed.
+    """
+    raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+    )
+    match protocol := raw.strip().lower() or "http/json":
+        case "http/json":
+            return OtlpJsonSpanExporter.from_env(environ)
+        case "http/protobuf":
+            # Imported here: the exporter pulls in protobuf, not needed otherwise.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter,
+            )
+
+            return OTLPSpanExporter()
+        case _:
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/json or http/protobuf, got {protocol!r}"
+            )
+
+
+def instrument_engine(
+    engine: AsyncEngine, tracer_provider: trace.TracerProvider | None = None
+) -> None:
+    """Database CLIENT spans for every statement ``engine`` runs."""
+    # EngineTracer is what SQLAlchemyInstrumentor(engine=...) builds; the instrumentor itself
+    # is a process-wide singleton that instruments one engine, and tests open several.
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__  # noqa: PLC0415
+
+    tracer = trace.get_tracer(
+        "opentelemetry.instrumentation.sqlalchemy", __version__, tracer_provider=tracer_provider
+    )
+    usage = metrics.get_meter("opentelemetry.instrumentation.sqlalchemy").create_up_down_counter(
+        "db.client.connections.usage"
+    )
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+# -- per-request timing of RPC calls (Server-Timing, logs) ------------------------------------
+
+
+class CallTiming(NamedTuple):
+    """What one call cost, as the caller measured it (nanoseconds)."""
+
+    method: str
+    round_trip_ns: int  # publish to reply, caller's monotonic clock
+    handler_ns: int  # the worker's handler time (x-handler-ns)
+    queue_wait_ns: int  # the request's wait in the queue, callee-measured (x-queue-wait-ns)
+    reply_wait_ns: int  # the reply's way back, reply x-sent-at-ns to receipt (wall clocks)
+
+    @property
+    def overhead_ns(self) -> int:
+        """Round trip minus handler: queue, broker and network, free of clock skew."""
+        return max(0, self.round_trip_ns - self.handler_ns)
+
+
+_timings: ContextVar[list[CallTiming] | None] = ContextVar("rpc_timings", default=None)
+
+
+@contextmanager
+def collect_timings() -> Iterator[list[CallTiming]]:
+    """Collect the :class:`CallTiming` of every call made inside the block (this task)."""
+    sink: list[CallTiming] = []
+    token = _timings.set(sink)
+    try:
+        yield sink
+    finally:
+        _timings.reset(token)
+
+
+def record_timing(timing: CallTiming) -> None:
+    sink = _timings.get()
+    if sink is not None:
+        sink.append(timing)
+
+
+# -- which requests get a log line --------------------------------------------------------------
+
+REQUEST_LOG_CHOICES = ("errors", "sampled", "all")
+_request_log = "errors"
+
+
+def set_request_log(policy: str) -> None:
+    """``REQUEST_LOG``: which requests (drama's HTTP ones, the workers' RPCs) get a log line.
+
+    ``errors`` (the default): the ones that failed; ``sampled``: those, and the others when
+    their trace is sampled, so that each line has a trace to go with it; ``all``: every one.
+    Metrics count every request and traces show them whatever this says; a line for each
+    success cost throughput at 100% sampling (docs/performance.md, "Measured choices").
+    """
+    global _request_log  # noqa: PLW0603 - one setting per process, set once by service_main
+    if policy not in REQUEST_LOG_CHOICES:
+        raise ConfigError(f"REQUEST_LOG must be one of {', '.join(REQUEST_LOG_CHOICES)}")
+    _request_log = policy
+
+
+def request_logged(ok: bool, span: trace.Span) -> bool:
+    """Whether a request that ended ``ok`` (or not), under ``span``, gets its log line."""
+    if not ok or _request_log == "all":
+        return True
+    return _request_log == "sampled" and span.get_span_context().trace_flags.sampled
+
+
+def records_nothing(provider: trace.TracerProvider | None, parent: trace.SpanContext) -> bool:
+    """Whether a span made here, under ``parent``, would record nothing: inside a trace whose
+    sampler said no, or with no SDK installed (``OTEL_SDK_DISABLED``; ``provider`` None and no
+    global one). Without a parent, a root span is the sampler's to decide.
+    """
+    if parent.is_valid and not parent.trace_flags.sampled:
+        return True
+    return provider is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def recorded_span(
+    tracer: trace.Tracer,
+    provider: trace.TracerProvider | None,
+    name: str,
+    **options: Any,
+) -> AbstractContextManager[trace.Span]:
+    """``tracer.start_as_current_span(name, **options)``, or, where that span would record
+    nothing (:func:`records_nothing` under the current span), no span at all: the SDK's
+    non-recording span costs CPU for nothing, 9 requests in 10 at 10% sampling.
+    The current context stays as it is, so the trace id still reaches logs and callees."""
+    if records_nothing(provider, trace.get_current_span().get_span_context()):
+        return nullcontext(trace.INVALID_SPAN)
+    return tracer.start_as_current_span(name, **options)
+
+
+def span_error(span: trace.Span, error_type: str, description: str) -> None:
+    """Mark ``span`` failed the way the semantic conventions ask: status and ``error.type``."""
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))
+    span.set_attribute("error.type", error_type)
+
+
+def messaging_attributes(
+    operation: str, exchange: str, method: str, correlation_id: str | None, body: bytes
+) -> dict[str, Any]:
+    """The ``messaging.*`` attributes of a RabbitMQ span (semantic conventions 1.27+)."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": exchange,
+        "messaging.rabbitmq.destination.routing_key": method,
+        "messaging.message.body.size": len(body),
+    }
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    return attributes
+
+
+def wait_attributes(
+    method: str, correlation_id: str | None, name: str, wait_ns: int
+) -> dict[str, Any]:
+    """The attributes of a ``queue wait`` or ``reply wait`` span: what finds it (system, routing
+    key, conversation) and the wait in ms under ``name``. The rest of ``messaging.*`` is on the
+    send and process spans beside it; repeating it here cost CPU on every traced request."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.rabbitmq.destination.routing_key": method,
+        name: wait_ns / 1e6,
+    }
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    return attributes
