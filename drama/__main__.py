@@ -43,9 +43,8 @@ def serve(settings: Settings, provider: TracerProvider | None) -> None:
         # Puts the server-span middleware in front of every web.Application created after it.
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
     app = create_app(settings)
-    # SERVER_SPAN_GATE=off (measurement scaffolding, issue 18): every request to the stock one.
-    if provider is not None and os.environ.get("SERVER_SPAN_GATE", "on").strip().lower() != "off":
-        # ... and only the requests whose trace records reach it.
+    if provider is not None:
+        # ... and only the requests whose trace records reach it (adr/otel-server-span-gate.md).
         sampled_server_spans(app, provider)
     web.run_app(
         app,
