@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from ._cancel import send_cancel
 from ._deadletter import keep_unroutable
 from ._errors import (
     RpcError,
@@ -191,6 +192,10 @@ class AmqpRpcClient:
             await channel.declare_exchange(
                 self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
             )
+            # Where a call given up is announced to the workers (broker/_cancel.py).
+            await channel.declare_exchange(
+                self._topology.cancel_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            )
             await self._consume_replies()
             await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
@@ -314,6 +319,9 @@ class AmqpRpcClient:
                 reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
+        except asyncio.CancelledError:
+            self._cancel(method, correlation_id)  # the caller gave up: the worker may stop
+            raise
         finally:
             self._pending.pop(correlation_id, None)
             if future.done() and not future.cancelled():
@@ -464,6 +472,17 @@ class AmqpRpcClient:
             self._on_returned(message)
 
         channel._on_return_frame = on_return  # type: ignore[method-assign]
+
+    def _cancel(self, method: str, correlation_id: str) -> None:
+        """Tell the workers of ``method`` that this call was given up (a task of its own:
+        the caller's task is being cancelled)."""
+        if self._amqp is None or self._amqp.is_closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            send_cancel(self._amqp, self._topology, method, correlation_id)
+        )
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
 
     def _keep(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Keep a returned request in the dead letters, with the reason ``unroutable``."""

@@ -33,6 +33,7 @@ class Topology:
     dead_letter_exchange: str = "rpc.dlx"
     dead_letter_queue: str = "rpc.dead"
     control_exchange: str = "rpc.control"  # fault-injection rules (broker._faults)
+    cancel_exchange: str = "rpc.cancel"  # calls given up by their callers (broker._cancel)
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

@@ -34,6 +34,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 
+from ._cancel import Cancellations, listen_for_cancels
 from ._deadletter import counted_redelivery, dead_letter
 from ._dependency import dependency_unavailable
 from ._errors import HandlerError
@@ -155,6 +156,7 @@ class RpcWorker:
         self._consumer_tag: str | None = None
         self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker/_transit.py)
         self._measuring: contextlib.AsyncExitStack | None = None
+        self._cancellations = Cancellations()  # calls their callers gave up (broker/_cancel.py)
 
     def register(
         self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
@@ -209,6 +211,9 @@ class RpcWorker:
             self._channel = channel
             await channel.set_qos(prefetch_count=self._prefetch)
             await self._declare(channel)
+            await listen_for_cancels(
+                channel, self._topology, self._queue_name, self._routes, self._cancellations
+            )
             assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
             channel.reopen_callbacks.add(self._on_channel_reopen)
             await self._consume()
@@ -528,9 +533,11 @@ class RpcWorker:
             settled[0] = True
             return reject.error_type
         if body is None:
-            # The deadline passed while handling: the caller has its timeout already.
+            # The deadline passed while handling (the caller has its timeout already), or the
+            # caller gave up and said so: no reply, nobody waits for it.
             correlation_id = message.header.properties.correlation_id
-            log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
+            if outcome == "late":
+                log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
             await message.channel.basic_ack(_tag(message))
         else:
             await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns, ack=True)
@@ -548,7 +555,14 @@ class RpcWorker:
         if not message.header.properties.reply_to:
             raise _Reject("bad_request", "request has no reply_to", reply=False)
         timeout_ms = header_int(message.header.properties.headers, TIMEOUT_MS)
-        return await self._dispatch(method, message.body, sent_at, timeout_ms, received_ns)
+        return await self._dispatch(
+            method,
+            message.body,
+            sent_at,
+            timeout_ms,
+            received_ns,
+            correlation_id=message.header.properties.correlation_id,
+        )
 
     async def _dispatch(
         self,
@@ -557,10 +571,15 @@ class RpcWorker:
         sent_at: int | None,
         timeout_ms: int | None,
         received_ns: int,
+        *,
+        correlation_id: str | None = None,
     ) -> tuple[bytes | None, str]:
         """Decode, run the handler, encode: the reply body (None when the deadline passed
-        first) and the outcome; raises :class:`_Reject`. Every transport (AMQP here, HTTP in
-        :mod:`broker._http`) comes through this one function."""
+        first, or the caller gave up: outcome ``late`` or ``cancelled``) and the outcome;
+        raises :class:`_Reject`. Every transport (AMQP here, HTTP in :mod:`broker._http`)
+        comes through this one function."""
+        if self._cancellations.noticed(correlation_id):
+            return None, "cancelled"  # given up while it waited in the queue: never started
         route = self._routes.get(method)
         if route is None:
             raise _Reject("unknown_method", f"no method {method!r} on {self._queue_name}")
@@ -574,10 +593,11 @@ class RpcWorker:
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise _Reject("bad_request", f"malformed request: {exc}") from None
         try:
-            async with asyncio.timeout(remaining):
-                result = await route.handler(request)
+            async with asyncio.timeout(remaining) as scope:
+                with self._cancellations.running(correlation_id, scope):
+                    result = await route.handler(request)
         except TimeoutError:
-            return None, "late"
+            return None, "cancelled" if self._cancellations.noticed(correlation_id) else "late"
         except HandlerError as exc:
             return encode_error(exc.error_type, exc.message), exc.error_type
         except asyncio.CancelledError:
