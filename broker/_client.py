@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from . import _unroutable as unroutable
 from ._cancel import send_cancel
 from ._deadletter import keep_unroutable
 from ._errors import (
@@ -192,6 +193,8 @@ class AmqpRpcClient:
             await channel.declare_exchange(
                 self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
             )
+            # Where the alternate exchange puts unroutable requests, answered here.
+            await unroutable.declare(channel, self._topology)
             # Where a call given up is announced to the workers (broker/_cancel.py).
             await channel.declare_exchange(
                 self._topology.cancel_exchange, aio_pika.ExchangeType.DIRECT, durable=True
@@ -448,6 +451,7 @@ class AmqpRpcClient:
         if not self._confirms:
             self._watch_returns(cast(aiormq.Channel, self._amqp))
         await self._amqp.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        await unroutable.consume(self._amqp, self._topology)
         self._ready.set()
 
     def _watch_returns(self, channel: aiormq.Channel) -> None:
@@ -606,6 +610,8 @@ def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
     except msgspec.DecodeError as exc:
         raise RpcRemoteError(method, "bad_reply", f"undecodable reply: {exc}") from None
     if reply.error is not None:
+        if reply.error.type == "unroutable":  # answered for the alternate exchange
+            raise RpcUnroutable(method, reply.error.message)
         raise remote_error(method, reply.error)
     if reply.result is None:
         raise RpcRemoteError(method, "bad_reply", "reply has neither result nor error")

@@ -34,6 +34,8 @@ class Topology:
     dead_letter_queue: str = "rpc.dead"
     control_exchange: str = "rpc.control"  # fault-injection rules (broker._faults)
     cancel_exchange: str = "rpc.cancel"  # calls given up by their callers (broker._cancel)
+    # The alternate exchange of `exchange` (by policy) and its queue (broker._unroutable).
+    unroutable_exchange: str = "rpc.unroutable"
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from . import cli, preflight
+from .policies import set_ae_policy
 from .traces import rotated_set
 
 # What each process logs once it serves (the embedded S3 prints it on stdout).
@@ -199,6 +200,7 @@ class Stack:
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
+        set_ae_policy(self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
         await self.start_process("s3", "stream.local_s3", "--port", str(self.config.s3_port))
