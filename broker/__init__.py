@@ -1,77 +1,63 @@
-"""The shared runtime of drama-streaming: RPC over RabbitMQ (protocol v1), tracing, settings.
+"""The shared runtime of drama-streaming, by concern.
 
-Callers use an :class:`RpcClient` (the AMQP transport is :class:`AmqpRpcClient`, the HTTP one
-:class:`HttpRpcClient`); workers serve methods with :class:`RpcWorker`, over HTTP too with
-:func:`serving_rpc_http`. Errors are described in :mod:`broker._errors`.
+- :mod:`broker.rpc`: RPC over RabbitMQ (protocol v1) and over HTTP, the worker and its router,
+  an in-memory transport for tests;
+- :mod:`broker.telemetry`: tracing, spans, OTLP export, metrics, request logs;
+- :mod:`broker.service`: settings, the process runtime, the database engine, the cache.
+
+This package exports what the services (drama, episode, stream, catalog) use, and nothing else
+(tests/test_broker_layout.py holds the list); tests and tools import from the subpackages.
 """
 
-from ._cache import ReadCache
-from ._client import AmqpRpcClient, RpcClient
-from ._db import SqlStore, open_engine
-from ._dependency import RepeatedLog, dependency_unavailable
-from ._env import Env
-from ._errors import (
+from broker.errors import (
     BadRequest,
     ConfigError,
     HandlerError,
     NotFound,
-    RpcError,
     RpcNotFound,
     RpcRemoteError,
     RpcRemoteUnavailable,
     RpcTimeout,
     RpcUnavailable,
     RpcUnroutable,
-    Unavailable,
 )
-from ._faults import FaultAck, FaultRule, InjectedFault, db_delay, send_fault_rule
-from ._guard import GuardedRpcClient
-from ._http import (
-    HttpRpcClient,
+from broker.outages import RepeatedLog, dependency_unavailable
+from broker.rpc import AmqpRpcClient, GuardedRpcClient, HttpRpcClient, RpcClient, RpcWorker
+from broker.service import (
+    Env,
+    ReadCache,
+    SqlStore,
     WorkerSettings,
-    rpc_http_app,
-    serving_rpc_http,
+    amqp_url_from_env,
+    redact_url,
+    service_main,
     serving_worker,
+    stop_event,
 )
-from ._metrics import BUCKETS, exemplar, metrics_app, metrics_handler, serving_metrics
-from ._runtime import configure_logging, redact_url, service_main, stop_event, use_event_loop
-from ._spans import LeanSpan, LeanTracerProvider
-from ._telemetry import (
-    CallTiming,
+from broker.telemetry import (
+    BUCKETS,
     PresetTraceIds,
     collect_timings,
-    configure_tracing,
-    instrument_engine,
+    exemplar,
+    metrics_handler,
     recorded_span,
     request_logged,
-    set_request_log,
 )
-from ._tls import amqp_url, amqp_url_from_env
-from ._wire import Topology
-from ._worker import QueueType, RpcWorker
 
 __all__ = [
     "BUCKETS",
     "AmqpRpcClient",
     "BadRequest",
-    "CallTiming",
     "ConfigError",
     "Env",
-    "FaultAck",
-    "FaultRule",
     "GuardedRpcClient",
     "HandlerError",
     "HttpRpcClient",
-    "InjectedFault",
-    "LeanSpan",
-    "LeanTracerProvider",
     "NotFound",
     "PresetTraceIds",
-    "QueueType",
     "ReadCache",
     "RepeatedLog",
     "RpcClient",
-    "RpcError",
     "RpcNotFound",
     "RpcRemoteError",
     "RpcRemoteUnavailable",
@@ -80,31 +66,16 @@ __all__ = [
     "RpcUnroutable",
     "RpcWorker",
     "SqlStore",
-    "Topology",
-    "Unavailable",
     "WorkerSettings",
-    "amqp_url",
     "amqp_url_from_env",
     "collect_timings",
-    "configure_logging",
-    "configure_tracing",
-    "db_delay",
     "dependency_unavailable",
     "exemplar",
-    "instrument_engine",
-    "metrics_app",
     "metrics_handler",
-    "open_engine",
     "recorded_span",
     "redact_url",
     "request_logged",
-    "rpc_http_app",
-    "send_fault_rule",
     "service_main",
-    "serving_metrics",
-    "serving_rpc_http",
     "serving_worker",
-    "set_request_log",
     "stop_event",
-    "use_event_loop",
 ]

@@ -17,7 +17,7 @@ import aio_pika
 import pytest
 from aiohttp import web
 
-from broker import Topology
+from broker.rpc import Topology
 from loadtest.devstack.config import StackConfig
 from loadtest.devstack.config import free_port as free_port  # noqa: PLC0414 - re-exported for the tests
 from loadtest.devstack.config import vhost as rabbitmq_vhost

@@ -35,7 +35,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker import FaultRule, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
 from loadtest.analysis.breakdown import analyze, select
 from loadtest.analysis.categories import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
 from loadtest.analysis.traces import Trace, load_traces, within

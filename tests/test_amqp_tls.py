@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker import AmqpRpcClient, ConfigError, Env, RpcUnavailable, RpcWorker, WorkerSettings
-from broker import amqp_url as checked_amqp_url
+from broker.rpc import AmqpRpcClient, RpcUnavailable, RpcWorker
+from broker.service import ConfigError, Env, WorkerSettings
+from broker.service import amqp_url as checked_amqp_url
 from tests.conftest import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's rabbitmq-server, as .ci/run installs it

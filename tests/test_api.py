@@ -41,7 +41,7 @@ from referencing.jsonschema import DRAFT202012
 from yarl import URL
 
 import catalog
-from broker import AmqpRpcClient, BadRequest, NotFound, RpcWorker
+from broker.rpc import AmqpRpcClient, BadRequest, NotFound, RpcWorker
 from drama import handlers
 from drama.app import create_app
 from drama.settings import Settings

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from broker import FaultRule, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
 from loadtest.analysis.breakdown import Report, analyze, select
 from loadtest.analysis.traces import load_traces, within
 from loadtest.devstack.config import StackConfig

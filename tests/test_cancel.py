@@ -1,4 +1,4 @@
-"""A call its caller gave up stops at the worker (broker/_cancel.py), against the real broker:
+"""A call its caller gave up stops at the worker (broker/rpc/cancel.py), against the real broker:
 the running handler is cancelled, a request still in the queue never runs, neither is replied
 to nor dead-lettered, and a call that completes is untouched."""
 
@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from broker import AmqpRpcClient, HttpRpcClient, RpcWorker, Topology, serving_rpc_http
+from broker.rpc import AmqpRpcClient, HttpRpcClient, RpcWorker, Topology, serving_rpc_http
 from tests.conftest import free_port
 from tests.test_rpc import dead_letters
 

@@ -10,7 +10,7 @@ import aio_pika
 import msgspec
 import pytest
 
-from broker import AmqpRpcClient, RpcUnroutable, RpcWorker, Topology
+from broker.rpc import AmqpRpcClient, RpcUnroutable, RpcWorker, Topology
 from tests.test_rpc import Ask, Service, dead_letters, start_worker
 from tests.test_rpc import client as client  # noqa: PLC0414 - fixtures used here
 from tests.test_rpc import service as service  # noqa: PLC0414

@@ -12,16 +12,16 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from broker import (
+from broker.rpc import (
     AmqpRpcClient,
     FaultRule,
     RpcRemoteError,
     RpcWorker,
-    SqlStore,
     Topology,
-    collect_timings,
     send_fault_rule,
 )
+from broker.service import SqlStore
+from broker.telemetry import collect_timings
 from loadtest.load import fault as fault_cli
 from tests.conftest import log_waiters
 

@@ -18,8 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 
-from broker import (
-    ConfigError,
+from broker.rpc import (
     HttpRpcClient,
     RpcNotFound,
     RpcRemoteError,
@@ -30,6 +29,7 @@ from broker import (
     Topology,
     serving_rpc_http,
 )
+from broker.service import ConfigError
 from drama.settings import Settings as DramaSettings
 from episode.settings import Settings as EpisodeSettings
 from loadtest.devstack.stack import Stack

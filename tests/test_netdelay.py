@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker import FaultRule, Topology, send_fault_rule
-from broker._faults import Faults
+from broker.rpc import FaultRule, Topology, send_fault_rule
+from broker.rpc.faults import Faults
 from loadtest.devstack.netdelay import Link, NetDelay
 
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from broker._otlp_encode import encode_spans as services_json  # the services' OTLP/JSON encoder
+from broker.telemetry.otlp_encode import encode_spans as services_json
 from loadtest.analysis.traces import text_spans
 from loadtest.otlp import Span, otlp_json, request_spans
 

@@ -39,8 +39,10 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
-from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp_encode
-from broker._otlp import OtlpJsonSpanExporter, encode_spans
+from broker.service import ConfigError
+from broker.telemetry import LeanSpan, LeanTracerProvider
+from broker.telemetry import otlp_encode as _otlp_encode
+from broker.telemetry.otlp import OtlpJsonSpanExporter, encode_spans
 from loadtest.analysis.traces import load_traces
 from loadtest.bench import export as bench_export
 from loadtest.otlp import request_from_json
@@ -483,7 +485,7 @@ async def test_the_signal_specific_variables_win(collector: Collector) -> None:
 _SERVICE = textwrap.dedent(
     """
     import os
-    from broker import configure_tracing
+    from broker.telemetry import configure_tracing
     provider = configure_tracing("chosen", os.environ)
     provider.get_tracer("t").start_span("one").end()
     provider.shutdown()

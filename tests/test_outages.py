@@ -21,7 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from broker import AmqpRpcClient, GuardedRpcClient, RpcTimeout, RpcUnavailable
+from broker.rpc import AmqpRpcClient, GuardedRpcClient, RpcTimeout, RpcUnavailable
 from drama import handlers
 from drama.app import create_app
 from drama.settings import Settings

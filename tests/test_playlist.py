@@ -25,7 +25,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from yarl import URL
 
-from broker import BadRequest, NotFound
+from broker.rpc import BadRequest, NotFound
 from loadtest.devstack.config import MEDIA_CACHE
 from loadtest.devstack.local_s3 import LocalS3
 from stream.contract import SignPlaylist

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from broker import ConfigError, Env
-from broker._runtime import JsonFormatter, tune_gc
+from broker.service import ConfigError, Env
+from broker.service.runtime import JsonFormatter, tune_gc
 
 
 def record(**extra: object) -> logging.LogRecord:

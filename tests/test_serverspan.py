@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pytest_aiohttp import AiohttpClient
 
-from broker import PresetTraceIds
+from broker.telemetry import PresetTraceIds
 from drama.serverspan import decides_on_ids, sampled_server_spans
 
 PARENT_SPAN = "00f067aa0ba902b7"

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 
-from broker import LeanSpan, LeanTracerProvider, configure_tracing
+from broker.telemetry import LeanSpan, LeanTracerProvider, configure_tracing
 
 NOW = 10**15  # times at or above this came from the clock, not from the test
 

@@ -22,15 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from broker import (
-    ConfigError,
-    FaultRule,
-    RpcWorker,
-    recorded_span,
-    request_logged,
-    send_fault_rule,
-    set_request_log,
-)
+from broker.rpc import FaultRule, RpcWorker, send_fault_rule
+from broker.service import ConfigError
+from broker.telemetry import recorded_span, request_logged, set_request_log
 from episode.contract import LIST, QUEUE, ListEpisodes
 from loadtest.devstack.stack import Stack
 from tests.conftest import StackConfigFactory

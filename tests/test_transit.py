@@ -5,7 +5,7 @@ including RabbitMQ 3.12's broker stamp, which this machine's RabbitMQ (3.10) can
 
 from __future__ import annotations
 
-from broker._transit import BROKER_STAMP_MS, TRANSIT_NS, BrokerRoundTrip, split
+from broker.rpc.transit import BROKER_STAMP_MS, TRANSIT_NS, BrokerRoundTrip, split
 
 MS = 1_000_000
 

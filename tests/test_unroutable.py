@@ -1,4 +1,4 @@
-"""Unroutable requests with the alternate exchange policy on ``rpc`` (broker/_unroutable.py),
+"""Unroutable requests with the alternate exchange policy on ``rpc`` (broker/rpc/unroutable.py),
 against the real broker: nothing lost, every caller answered at once, each one kept with its
 reason in the dead letters, mandatory or not."""
 
@@ -15,8 +15,8 @@ import aio_pika.abc
 import msgspec
 import pytest
 
-from broker import AmqpRpcClient, RpcUnroutable, Topology
-from broker._unroutable import ae_policy
+from broker.rpc import AmqpRpcClient, RpcUnroutable, Topology
+from broker.rpc.unroutable import ae_policy
 from tests.test_api import rabbitmqctl
 from tests.test_rpc import Answer, Ask, dead_letters
 

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker import AmqpRpcClient, use_event_loop
+from broker.rpc import AmqpRpcClient
+from broker.service import use_event_loop
 from loadtest import cli
 from loadtest.bench.judge import BARE, combined, medians, summarize
 from loadtest.bench.measure import (

@@ -14,7 +14,9 @@ import sys
 
 import msgspec
 
-from broker import RpcWorker, configure_tracing, stop_event, use_event_loop
+from broker.rpc import RpcWorker
+from broker.service import stop_event, use_event_loop
+from broker.telemetry import configure_tracing
 
 METHOD = "bench.echo"
 QUEUE = "rpc.bench"

@@ -32,8 +32,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AnyValue
 
-from broker._otlp import OtlpJsonSpanExporter
-from broker._otlp import encode_spans as json_encode
+from broker.telemetry.otlp import OtlpJsonSpanExporter
+from broker.telemetry.otlp import encode_spans as json_encode
 from loadtest.devstack.config import free_port
 
 

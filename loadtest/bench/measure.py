@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker import AmqpRpcClient
+from broker.rpc import AmqpRpcClient
 from loadtest.analysis.breakdown import percentile
 from loadtest.bench.echo_worker import METHOD as ECHO
 from loadtest.bench.echo_worker import Ask, Episodes

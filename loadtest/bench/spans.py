@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from broker import LeanTracerProvider
+from broker.telemetry import LeanTracerProvider
 from loadtest.bench.export import make_request
 
 SPANS_A_REQUEST = 7

@@ -37,7 +37,7 @@ import aio_pika
 import aio_pika.abc
 import msgspec
 
-from broker import FaultAck, FaultRule, Topology
+from broker.rpc import FaultAck, FaultRule, Topology
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The broker policies the dev stack sets on its virtual host before the services start.
 
 ``rpc-ae`` gives the ``rpc`` exchange its alternate exchange (``rpc.unroutable``,
-broker/_unroutable.py), so an unroutable request is kept and answered whoever sent it. A
+broker/rpc/unroutable.py), so an unroutable request is kept and answered whoever sent it. A
 policy, not an exchange argument: it applies to an ``rpc`` that exists already. Set through the
 management API (fast; the plugin ``rabbitmq_management``), else ``rabbitmqctl``; if neither
 can, the stack runs without it (unroutable requests of drama-service are still returned, kept
@@ -19,8 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from broker import Topology
-from broker._unroutable import ae_policy
+from broker.rpc import Topology
+from broker.rpc.unroutable import ae_policy
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiormq
 import aiormq.exceptions
 
-from broker import redact_url
+from broker.service import redact_url
 
 
 @dataclass(frozen=True)

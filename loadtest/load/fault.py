@@ -22,7 +22,8 @@ import sys
 import aiormq
 import msgspec
 
-from broker import FaultRule, redact_url, send_fault_rule
+from broker.rpc import FaultRule, send_fault_rule
+from broker.service import redact_url
 from loadtest import cli
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"

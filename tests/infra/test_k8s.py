@@ -29,7 +29,7 @@ import pydantic
 import pytest
 import yaml
 
-from broker import RpcWorker
+from broker.rpc import RpcWorker
 from tests.infra import crds
 from tests.infra.conftest import (
     EKS_OVERLAY_KEYS,

@@ -24,7 +24,8 @@ import aiormq.exceptions
 import msgspec
 import pytest
 
-from broker import AmqpRpcClient, RpcUnroutable, RpcWorker
+from broker.errors import RpcUnroutable
+from broker.rpc import AmqpRpcClient, RpcWorker
 from episode.contract import LIST as EPISODE_LIST
 from episode.contract import QUEUE as EPISODE_QUEUE
 from stream.contract import PRESIGN as STREAM_PRESIGN
@@ -156,7 +157,7 @@ async def round_trips(broker: Broker) -> None:
         assert await client.call(EPISODE_LIST, Ping(1), Ping) == Ping(1)
         assert await client.call(STREAM_PRESIGN, Ping(2), Ping) == Ping(2)
         # A method nobody serves: the policy's alternate exchange takes it, and drama-service,
-        # as its own user, answers it "unroutable" at once (broker/_unroutable.py).
+        # as its own user, answers it "unroutable" at once (broker/rpc/unroutable.py).
         started = time.monotonic()
         with pytest.raises(RpcUnroutable):
             await client.call("nobody.serves", Ping(3), Ping)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker import ConfigError, Env, WorkerSettings
+from broker.service import ConfigError, Env, WorkerSettings
 from tests.infra.compose_files import compose_config, env_file
 from tests.infra.conftest import NAMESPACE, ROOT, Doc, eks_terraform_env, run
 from tests.infra.test_k8s import SERVICES, container, create_secrets, created_secrets, find, one

@@ -30,9 +30,9 @@ import aiormq.abc
 from cachetools import TTLCache
 from pamqp.commands import Basic
 
-from ._faults import instance
-from ._metrics import RPC_CANCEL_NOTICES
-from ._wire import Topology
+from broker.rpc.faults import instance
+from broker.rpc.wire import Topology
+from broker.telemetry.metrics import RPC_CANCEL_NOTICES
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ async def listen_for_cancels(
     methods: Iterable[str],
     cancellations: Cancellations,
 ) -> None:
-    """Bind a private queue to the cancel exchange with ``methods`` and feed ``cancellations``."""
+    """Bind a private queue to the cancel exchange with ``methods`` and feed ``cancellations``
+    (a worker of ``queue``)."""
     exchange = await channel.declare_exchange(
         topology.cancel_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -113,3 +114,21 @@ async def send_cancel(
             routing_key=method,
             properties=Basic.Properties(correlation_id=correlation_id),
         )
+
+
+def announce_cancel(
+    tasks: set[asyncio.Task[None]],
+    channel: aiormq.abc.AbstractChannel | None,
+    topology: Topology,
+    method: str,
+    correlation_id: str,
+) -> None:
+    """:func:`send_cancel` in a task of its own (kept in ``tasks`` until done): the caller's
+    own task is being cancelled. Nothing without an open channel."""
+    if channel is None or channel.is_closed:
+        return
+    task = asyncio.get_running_loop().create_task(
+        send_cancel(channel, topology, method, correlation_id)
+    )
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -32,9 +32,9 @@ class Topology:
     exchange: str = "rpc"
     dead_letter_exchange: str = "rpc.dlx"
     dead_letter_queue: str = "rpc.dead"
-    control_exchange: str = "rpc.control"  # fault-injection rules (broker._faults)
-    cancel_exchange: str = "rpc.cancel"  # calls given up by their callers (broker._cancel)
-    # The alternate exchange of `exchange` (by policy) and its queue (broker._unroutable).
+    control_exchange: str = "rpc.control"  # fault-injection rules (broker.rpc.faults)
+    cancel_exchange: str = "rpc.cancel"  # calls given up by their callers (broker.rpc.cancel)
+    # The alternate exchange of `exchange` (by policy) and its queue (broker.rpc.unroutable).
     unroutable_exchange: str = "rpc.unroutable"
 
 
@@ -74,3 +74,14 @@ def header_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def text_header_int(headers: Mapping[str, str], name: str) -> int | None:
+    """An integer HTTP header, or None when it is absent or not an integer."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

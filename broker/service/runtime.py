@@ -17,9 +17,9 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from ._env import Env, VariableListing
-from ._errors import ConfigError
-from ._telemetry import REQUEST_LOG_CHOICES, configure_tracing, set_request_log
+from broker.errors import ConfigError
+from broker.service.env import Env, VariableListing
+from broker.telemetry.tracing import REQUEST_LOG_CHOICES, configure_tracing, set_request_log
 
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -87,7 +87,7 @@ RPC_DEAD_LETTERED = Counter(
 )
 RPC_CANCEL_NOTICES = Counter(
     "rpc_server_cancel_notices",
-    "Notices that a caller gave up a call, heard by a worker of this queue (broker/_cancel.py).",
+    "Notices that a caller gave up a call, heard by a worker of this queue (broker/rpc/cancel.py).",
     ["queue"],
 )
 

@@ -1,7 +1,7 @@
 """Requests no queue is bound for, kept and answered: the alternate exchange of ``rpc``.
 
 Without an alternate exchange the broker returns a mandatory request with no queue bound to
-its method (the caller answers 503 at once and keeps it, :mod:`broker._deadletter`), and
+its method (the caller answers 503 at once and keeps it, :mod:`broker.rpc.deadletter`), and
 drops a request that was not mandatory. With the policy that gives ``rpc`` the alternate
 exchange ``rpc.unroutable`` (a policy, not an exchange argument: adding an argument to an
 existing ``rpc`` would fail its declaration everywhere, docs/rpc.md), the broker routes such a
@@ -26,8 +26,8 @@ import aiormq.abc
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from ._deadletter import keep_unroutable
-from ._wire import CONTENT_TYPE, Topology, encode_error
+from broker.rpc.deadletter import keep_unroutable
+from broker.rpc.wire import CONTENT_TYPE, Topology, encode_error
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,15 @@ from typing import Any
 
 import aio_pika.abc
 
-from ._metrics import RPC_BROKER_ROUND_TRIP, RPC_QUEUE_DWELL, RPC_QUEUE_TRANSIT, labelled
-from ._wire import header_int
+from broker.rpc.wire import header_int
+from broker.telemetry.metrics import (
+    RPC_BROKER_ROUND_TRIP,
+    RPC_QUEUE_DWELL,
+    RPC_QUEUE_TRANSIT,
+    labelled,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._transit")  # its name before broker/ had packages
 
 TRANSIT_NS = "x-transit-ns"  # the caller's one-way time to the broker (half its round trip)
 BROKER_STAMP_MS = "timestamp_in_ms"  # RabbitMQ 3.12+ set_header_timestamp: entry, wall clock ms

@@ -15,8 +15,8 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from ._faults import db_delay
-from ._telemetry import instrument_engine
+from broker.rpc.faults import db_delay
+from broker.telemetry.tracing import instrument_engine
 
 
 async def open_engine(
@@ -48,7 +48,7 @@ async def open_engine(
 
 
 def _injected_db_delay(*_args: object) -> None:
-    """A slow-database fault (broker._faults): runs in SQLAlchemy's greenlet, so it may await."""
+    """A slow-database fault (broker.rpc.faults): runs in SQLAlchemy's greenlet, so it may await."""
     delay = db_delay()
     if delay > 0:
         await_only(asyncio.sleep(delay))

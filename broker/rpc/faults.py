@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import random
 import socket
@@ -36,13 +37,15 @@ import aio_pika
 import aio_pika.abc
 import msgspec
 
-from ._errors import HandlerError
-from ._wire import CONTENT_TYPE, DIRECT_REPLY_TO, Topology
+from broker.errors import HandlerError
+from broker.rpc.wire import CONTENT_TYPE, DIRECT_REPLY_TO, Topology
 
 Req = TypeVar("Req")
 Handler = Callable[[Req], Awaitable[Any]]
 
 ALL = "*"
+
+log = logging.getLogger("broker._worker")  # the worker's lines, under the worker's name
 _Ms = Annotated[float, msgspec.Meta(ge=0, le=600_000)]
 
 
@@ -185,6 +188,49 @@ def control_queue_name(control_exchange: str, queue: str) -> str:
     """The private control queue of a worker of ``queue``: whose it is, in its name (the
     management UI shows ``rpc.control.episode.<host>-<pid>``, not ``amq.gen-...``)."""
     return f"{control_exchange}.{queue.removeprefix('rpc.')}.{instance()}"
+
+
+async def listen_for_rules(
+    channel: aio_pika.abc.AbstractChannel,
+    topology: Topology,
+    faults: Faults,
+    set_prefetch: Callable[[int], Awaitable[None]],
+) -> None:
+    """Apply the rules sent to ``faults``' queue: a private queue on the control exchange;
+    malformed rules are dead-lettered. ``set_prefetch`` makes a new prefetch the worker's."""
+    control = await channel.declare_exchange(
+        topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    queue = await channel.declare_queue(
+        control_queue_name(topology.control_exchange, faults.queue),
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-dead-letter-exchange": topology.dead_letter_exchange},
+    )
+    await queue.bind(control)
+
+    async def on_control(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        try:
+            rule = msgspec.json.decode(message.body, type=FaultRule)
+        except msgspec.DecodeError as exc:
+            log.warning("fault rule dead-lettered: %s", exc)
+            await message.reject(requeue=False)
+            return
+        if faults.matches(rule):
+            before = faults.prefetch
+            faults.apply(rule)
+            if faults.prefetch != before:
+                await set_prefetch(faults.prefetch)
+            log.warning(
+                "fault rules now queue=%s prefetch=%d rules=%s",
+                faults.queue,
+                faults.prefetch,
+                msgspec.json.encode(faults.rules).decode(),
+            )
+            await answer_control(channel, faults, message)
+        await message.ack()
+
+    await queue.consume(on_control)
 
 
 async def answer_control(

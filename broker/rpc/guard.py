@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ._client import RpcClient
-from ._errors import RpcRemoteError, RpcRemoteUnavailable, RpcTimeout, RpcUnavailable
-from ._metrics import RPC_BREAKER_STATE, RPC_CLIENT_ERRORS, labelled
+from broker.errors import RpcRemoteError, RpcRemoteUnavailable, RpcTimeout, RpcUnavailable
+from broker.rpc.client import RpcClient
+from broker.telemetry.metrics import RPC_BREAKER_STATE, RPC_CLIENT_ERRORS, labelled
 
 T = TypeVar("T")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._guard")  # its name before broker/ had packages
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 _STATE_NAMES = ("closed", "half-open", "open")

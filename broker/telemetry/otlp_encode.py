@@ -1,4 +1,4 @@
-"""OTLP/JSON encoding of spans: what :class:`broker._otlp.OtlpJsonSpanExporter` posts.
+"""OTLP/JSON encoding of spans: what :class:`broker.telemetry.otlp.OtlpJsonSpanExporter` posts.
 
 The encoding is OTLP's JSON mapping of the same ``ExportTraceServiceRequest`` the official
 encoder builds (``tests/test_otlp_json.py`` parses one into the other and compares): field
@@ -30,9 +30,9 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
-from ._spans import LeanSpan
+from broker.telemetry.spans import LeanSpan
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._otlp_encode")  # its name before broker/ had packages
 
 __all__ = ["encode_spans"]
 

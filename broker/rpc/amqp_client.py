@@ -1,4 +1,5 @@
-"""The caller's side of RPC: an interface, and its AMQP transport over RabbitMQ.
+"""The caller's side of RPC over RabbitMQ: :class:`AmqpRpcClient` (the :class:`RpcClient`
+interface is in :mod:`broker.rpc.client`).
 
 One robust connection and one channel per process. Requests go to the ``rpc`` exchange with
 the method as routing key; replies come back through direct reply-to on the same channel and
@@ -16,62 +17,41 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, NamedTuple, TypeVar, cast
 
 import aio_pika
 import aio_pika.abc
 import aiormq.abc
 import aiormq.exceptions
-import msgspec
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
-from . import _unroutable as unroutable
-from ._cancel import send_cancel
-from ._deadletter import keep_unroutable
-from ._errors import (
-    RpcError,
-    RpcNotFound,
-    RpcRemoteError,
-    RpcRemoteUnavailable,
-    RpcTimeout,
-    RpcUnavailable,
-    RpcUnroutable,
-)
-from ._metrics import (
-    RPC_CLIENT_DURATION,
-    RPC_CLIENT_ERRORS,
-    RPC_CLIENT_IN_FLIGHT,
-    RPC_OVERHEAD,
-    exemplar,
-    labelled,
-)
-from ._publish import publish
-from ._telemetry import (
-    TRACER,
-    CallTiming,
-    messaging_attributes,
-    record_timing,
-    recorded_span,
-    span_error,
-    wait_attributes,
-)
-from ._transit import TRANSIT_NS, BrokerRoundTrip
-from ._wire import (
+from broker.errors import RpcTimeout, RpcUnavailable, RpcUnroutable
+from broker.rpc import unroutable
+from broker.rpc.calls import Call, call_chain
+from broker.rpc.cancel import announce_cancel
+from broker.rpc.deadletter import keep_unroutable
+from broker.rpc.observe import producer_span, reply_wait_span
+from broker.rpc.publish import send_request
+from broker.rpc.returns import watch_returns
+from broker.rpc.topology import declare_for_callers
+from broker.rpc.transit import TRANSIT_NS, BrokerRoundTrip
+from broker.rpc.wire import (
     CONTENT_TYPE,
     DIRECT_REPLY_TO,
     HANDLER_NS,
     QUEUE_WAIT_NS,
     SENT_AT_NS,
     TIMEOUT_MS,
-    ErrorBody,
-    Reply,
     Topology,
     encode,
     header_int,
+)
+from broker.telemetry.tracing import (
+    TRACER,
+    CallTiming,
+    span_error,
 )
 
 T = TypeVar("T")
@@ -84,7 +64,7 @@ class _Incoming(NamedTuple):
     body: bytes
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._client")  # its name before broker/ had packages
 
 # What aio-pika and aiormq raise when the channel or connection is gone or going.
 _LINK_ERRORS = (
@@ -92,28 +72,6 @@ _LINK_ERRORS = (
     aiormq.exceptions.ChannelInvalidStateError,
     ConnectionError,
 )
-
-
-class RpcClient(Protocol):
-    """Calls a method on a remote worker and returns its decoded result.
-
-    Raises a subclass of :class:`RpcError`; never waits longer than the timeout.
-    """
-
-    async def call(
-        self,
-        method: str,
-        request: Any,
-        result_type: type[T],
-        *,
-        timeout: float | None = None,
-    ) -> T:
-        """Send ``request`` (JSON-encodable) to ``method``; decode the result as ``result_type``."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise :class:`RpcUnavailable` unless calls can be sent now."""
-        ...
 
 
 class AmqpRpcClient:
@@ -125,7 +83,7 @@ class AmqpRpcClient:
 
     ``publisher_confirms=True`` has the broker confirm every request, and a nack fail its call
     (RpcUnavailable). Off by default: an unroutable request fails its call at once either way
-    (:meth:`_watch_returns`), and the confirmations cost round-trip time and throughput
+    (:mod:`broker.rpc.returns`), and the confirmations cost round-trip time and throughput
     (docs/adr/publisher-confirms-off.md).
     """
 
@@ -147,7 +105,6 @@ class AmqpRpcClient:
         )
         self._timeout = timeout
         self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
-        self._tracer_provider = tracer_provider
         self._topology = topology or Topology()
         self._confirms = publisher_confirms
         self._reconnect_interval = reconnect_interval
@@ -161,8 +118,10 @@ class AmqpRpcClient:
         self._ready = asyncio.Event()  # set while calls can be sent
         self._publishing: set[asyncio.Task[None]] = set()  # publishes awaiting confirmation
         self._keeping: set[asyncio.Task[None]] = set()  # unroutable requests on their way to keep
-        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker/_transit.py)
+        self._broker_rtt = BrokerRoundTrip()  # sent as x-transit-ns (broker.rpc.transit)
         self._measuring = contextlib.AsyncExitStack()
+        # Tracing, metrics and timing around each call (broker.rpc.calls), composed once here.
+        self._call = call_chain(self._tracer, tracer_provider, self._round_trip)
 
     async def __aenter__(self) -> AmqpRpcClient:
         await self.connect()
@@ -184,21 +143,7 @@ class AmqpRpcClient:
             self._channel = channel
             channel.close_callbacks.add(self._on_channel_close)
             channel.reopen_callbacks.add(self._on_channel_reopen)
-            # The exchange is the client's contract with the workers; declaring it (idempotent)
-            # lets the client start before any worker and get fast "unroutable" answers.
-            await channel.declare_exchange(
-                self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            # Where returned (unroutable) requests are kept, as the workers declare it.
-            await channel.declare_exchange(
-                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            # Where the alternate exchange puts unroutable requests, answered here.
-            await unroutable.declare(channel, self._topology)
-            # Where a call given up is announced to the workers (broker/_cancel.py).
-            await channel.declare_exchange(
-                self._topology.cancel_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
+            await declare_for_callers(channel, self._topology)
             await self._consume_replies()
             await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
@@ -252,18 +197,12 @@ class AmqpRpcClient:
         timeout: float | None = None,
     ) -> T:
         timeout = self._timeout if timeout is None else timeout
-        return await observed_call(
-            self._tracer,
-            method,
-            {"rpc.system": "rabbitmq", "rpc.method": method},
-            lambda: self._round_trip(method, request, timeout),
-            result_type,
-            tracer_provider=self._tracer_provider,
-        )
+        attributes = {"rpc.system": "rabbitmq", "rpc.method": method}
+        result: T = await self._call(Call(method, request, result_type, timeout, attributes))
+        return result
 
-    async def _round_trip(
-        self, method: str, request: Any, timeout: float
-    ) -> tuple[bytes, CallTiming]:
+    async def _round_trip(self, call: Call) -> tuple[bytes, CallTiming]:
+        method, request, timeout = call.method, call.request, call.timeout
         if not self._ready.is_set():
             raise RpcUnavailable(method, "not connected to the broker")
         body = encode(request)  # before the call is registered: a bad request leaves nothing
@@ -277,20 +216,9 @@ class AmqpRpcClient:
             TRANSIT_NS: self._broker_rtt.half_ns(),
         }
         exchange = self._topology.exchange
-        # The PRODUCER span only in a sampled trace: unsampled, it would carry nothing, and the
-        # call span's context (still valid, with its trace id) is what the worker continues.
-        producer: trace.Span | None = None
-        if trace.get_current_span().get_span_context().trace_flags.sampled:
-            producer = self._tracer.start_span(
-                f"send {exchange}:{method}",
-                kind=SpanKind.PRODUCER,
-                attributes=messaging_attributes("send", exchange, method, correlation_id, body),
-                record_exception=False,
-                set_status_on_exception=False,
-            )
-            propagate.inject(headers, context=trace.set_span_in_context(producer))
-        else:
-            propagate.inject(headers)
+        producer = producer_span(
+            self._tracer, exchange, method, correlation_id, body=body, headers=headers
+        )
         properties = Basic.Properties(
             content_type=CONTENT_TYPE,
             correlation_id=correlation_id,
@@ -323,7 +251,8 @@ class AmqpRpcClient:
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
         except asyncio.CancelledError:
-            self._cancel(method, correlation_id)  # the caller gave up: the worker may stop
+            # The caller gave up: its worker may stop (a task of its own: this one is cancelled).
+            announce_cancel(self._keeping, self._amqp, self._topology, method, correlation_id)
             raise
         finally:
             self._pending.pop(correlation_id, None)
@@ -346,14 +275,14 @@ class AmqpRpcClient:
             reply_start = min(max(replied_at, headers[SENT_AT_NS]), received_ns)
             timing = timing._replace(reply_wait_ns=received_ns - reply_start)
             if producer is not None:
-                self._tracer.start_span(
-                    f"reply wait {method}",
-                    context=trace.set_span_in_context(producer),
-                    start_time=reply_start,
-                    attributes=wait_attributes(
-                        method, correlation_id, "rpc.reply_wait_ms", timing.reply_wait_ns
-                    ),
-                ).end(end_time=received_ns)
+                reply_wait_span(
+                    self._tracer,
+                    producer,
+                    method,
+                    correlation_id,
+                    start_ns=reply_start,
+                    end_ns=received_ns,
+                )
         return reply.body, timing
 
     def _publish_done(
@@ -389,7 +318,7 @@ class AmqpRpcClient:
         span = producer or trace.INVALID_SPAN
         try:
             try:
-                confirmation = await self._send(method, exchange, body, properties)
+                confirmation = await send_request(self._amqp, method, exchange, body, properties)
             except aiormq.exceptions.DeliveryError as exc:  # how aiormq hands over a nack
                 span_error(span, "nack", "the broker refused the message")
                 raise RpcUnavailable(method, "the broker refused the request (nack)") from exc
@@ -409,37 +338,6 @@ class AmqpRpcClient:
         finally:
             span.end()
 
-    async def _send(
-        self, method: str, exchange: str, body: bytes, properties: Basic.Properties
-    ) -> object:
-        if self._amqp is None:
-            raise RpcUnavailable(method, "not connected to the broker")
-        # On the channel itself, not through aio-pika's robust wrapper: that one waits for a
-        # lost connection to come back, this one fails at once. Not waiting for the socket
-        # buffer to drain: the confirmation (or the reply) comes after it anyway.
-        channel = cast(aiormq.Channel, self._amqp)  # the concrete one takes wait=
-        if not channel.publisher_confirms:
-            # Straight onto the write queue (broker._publish); a return comes as _on_returned.
-            await publish(
-                channel,
-                body,
-                exchange=exchange,
-                routing_key=method,
-                properties=properties,
-                mandatory=True,
-            )
-            return None
-        # Typed as an ack frame, but a returned message comes back as the result (_publish).
-        confirmation: object = await channel.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=method,
-            properties=properties,
-            mandatory=True,
-            wait=False,
-        )
-        return confirmation
-
     # -- callbacks -------------------------------------------------------------------------
 
     async def _consume_replies(self) -> None:
@@ -449,44 +347,10 @@ class AmqpRpcClient:
         # CPU than the rest of the reply path (docs/adr/own-rpc-layer.md).
         self._amqp = await self._channel.get_underlay_channel()
         if not self._confirms:
-            self._watch_returns(cast(aiormq.Channel, self._amqp))
+            watch_returns(cast(aiormq.Channel, self._amqp), self._on_returned)
         await self._amqp.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         await unroutable.consume(self._amqp, self._topology)
         self._ready.set()
-
-    def _watch_returns(self, channel: aiormq.Channel) -> None:
-        """Fail a call at once when the broker returns its request as unroutable.
-
-        aiormq (7.2) matches a returned message to its publish only on a confirming channel;
-        on any other it logs the return and drops it, so a call to a method nobody serves
-        would wait for its timeout. Confirming every request cost round-trip time and
-        throughput (docs/adr/publisher-confirms-off.md), so instead the channel's
-        handler of Basic.Return is replaced by one that reads the returned message exactly as
-        aiormq's does (content header, then body) and fails the call it belongs to by its
-        correlation id. aiormq is pinned below 7.3 for this; tests/test_rpc.py fails if a
-        return stops arriving here.
-        """
-
-        async def on_return(frame: Basic.Return) -> None:
-            header = await channel._get_frame()
-            if not isinstance(header, ContentHeader):
-                # What aiormq raises in its own reader for this: its channel then closes.
-                raise ValueError(f"unexpected frame {header!r} after Basic.Return")  # noqa: TRY004
-            message = await channel._read_content(frame, header)
-            self._on_returned(message)
-
-        channel._on_return_frame = on_return  # type: ignore[method-assign]
-
-    def _cancel(self, method: str, correlation_id: str) -> None:
-        """Tell the workers of ``method`` that this call was given up (a task of its own:
-        the caller's task is being cancelled)."""
-        if self._amqp is None or self._amqp.is_closed:
-            return
-        task = asyncio.get_running_loop().create_task(
-            send_cancel(self._amqp, self._topology, method, correlation_id)
-        )
-        self._keeping.add(task)
-        task.add_done_callback(self._keeping.discard)
 
     def _keep(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Keep a returned request in the dead letters, with the reason ``unroutable``."""
@@ -529,99 +393,3 @@ class AmqpRpcClient:
         for method, future in pending.values():
             if not future.done():
                 future.set_exception(RpcUnavailable(method, reason))
-
-
-_methods_seen: set[str] = set()
-
-
-async def observed_call(
-    tracer: trace.Tracer,
-    method: str,
-    attributes: dict[str, Any],
-    round_trip: Callable[[], Awaitable[tuple[bytes, CallTiming]]],
-    result_type: type[T],
-    *,
-    tracer_provider: trace.TracerProvider | None,
-) -> T:
-    """One call as every transport records it: the CLIENT span ``call <method>``, the client
-    metrics, the :class:`CallTiming`; ``round_trip`` returns the reply body and its timing."""
-    if method not in _methods_seen:
-        # Error series exist from the first call on, at 0: a rate over them is 0, not absent.
-        _methods_seen.add(method)
-        for error_type in ("timeout", "unroutable", "unavailable"):
-            RPC_CLIENT_ERRORS.labels(method, error_type)
-    # No CLIENT span where it would record nothing (a trace the sampler turned down, or no
-    # SDK): the current context goes on to the worker as it is, and nothing is set on a span.
-    scope = recorded_span(
-        tracer,
-        tracer_provider,
-        f"call {method}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    )
-    with scope as span:
-        current = trace.get_current_span()  # the exemplars' span: looked up once
-        in_flight = labelled(RPC_CLIENT_IN_FLIGHT, method)
-        in_flight.inc()
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            body, timing = await round_trip()
-            record_timing(timing)
-            labelled(RPC_OVERHEAD, method).observe(timing.overhead_ns / 1e9, exemplar(current))
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        "rpc.round_trip_ms": timing.round_trip_ns / 1e6,
-                        "rpc.handler_ms": timing.handler_ns / 1e6,
-                        "rpc.overhead_ms": timing.overhead_ns / 1e6,
-                        "rpc.queue_wait_ms": timing.queue_wait_ns / 1e6,
-                        "rpc.reply_wait_ms": timing.reply_wait_ns / 1e6,
-                    }
-                )
-            return decode_reply(method, body, result_type)
-        except RpcError as exc:
-            outcome = exc.error_type
-            labelled(RPC_CLIENT_ERRORS, method, outcome).inc()
-            span_error(span, exc.error_type, str(exc))
-            raise
-        except asyncio.CancelledError:
-            outcome = "cancelled"  # the caller gave up (say, the HTTP client went away)
-            raise
-        except BaseException as exc:  # an unencodable request, or a bug: never "ok"
-            outcome = "error"
-            span_error(span, type(exc).__name__, repr(exc))
-            raise
-        finally:
-            in_flight.dec()
-            labelled(RPC_CLIENT_DURATION, method, outcome).observe(
-                time.perf_counter() - started, exemplar(current)
-            )
-
-
-def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
-    try:
-        reply: Reply[T] = msgspec.json.decode(
-            body,
-            type=Reply[result_type],  # type: ignore[valid-type]
-        )
-    except msgspec.DecodeError as exc:
-        raise RpcRemoteError(method, "bad_reply", f"undecodable reply: {exc}") from None
-    if reply.error is not None:
-        if reply.error.type == "unroutable":  # answered for the alternate exchange
-            raise RpcUnroutable(method, reply.error.message)
-        raise remote_error(method, reply.error)
-    if reply.result is None:
-        raise RpcRemoteError(method, "bad_reply", "reply has neither result nor error")
-    return reply.result
-
-
-def remote_error(method: str, error: ErrorBody) -> RpcRemoteError:
-    """The exception of a worker's error reply, whatever the transport."""
-    kinds: dict[str, type[RpcRemoteError]] = {
-        "not_found": RpcNotFound,
-        "unavailable": RpcRemoteUnavailable,
-    }
-    return kinds.get(error.type, RpcRemoteError)(method, error.type, error.message)

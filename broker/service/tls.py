@@ -16,8 +16,8 @@ import ipaddress
 import urllib.parse
 from pathlib import Path
 
-from ._env import Env
-from ._errors import ConfigError
+from broker.errors import ConfigError
+from broker.service.env import Env
 
 __all__ = ["amqp_url", "amqp_url_from_env"]
 

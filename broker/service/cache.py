@@ -5,7 +5,7 @@ same question from the database hundreds of times a second is most of what drama
 episode-service would spend their CPU on. ``CACHE_TTL_MS`` bounds how stale an answer can be
 (0 turns the caches off); the size bound keeps memory flat whatever the catalogue's size.
 
-While a slow-database fault applies to the request (``broker._faults``), the cache steps aside:
+While a slow-database fault applies to the request (``broker.rpc.faults``), the cache steps aside:
 the fault is there to make every request reach the database.
 """
 
@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from cachetools import TTLCache
 from prometheus_client import Counter
 
-from ._faults import db_delay
+from broker.rpc.faults import db_delay
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

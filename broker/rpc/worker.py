@@ -18,85 +18,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import aio_pika
 import aio_pika.abc
-import aiormq
 import aiormq.abc
-import aiormq.exceptions
-import msgspec
 from aiormq.abc import DeliveredMessage
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 from pamqp.commands import Basic
 
-from ._cancel import Cancellations, listen_for_cancels
-from ._deadletter import counted_redelivery, dead_letter
-from ._dependency import dependency_unavailable
-from ._errors import HandlerError
-from ._faults import FaultRule, Faults, answer_control, control_queue_name, instance
-from ._handling import (
+from broker.rpc.cancel import listen_for_cancels
+from broker.rpc.deadletter import counted_redelivery
+from broker.rpc.delivery import (
     DELIVERY_LIMIT,
-    TEXT_HEADERS,
-    Handling,
     heartbeat_url,
-    unavailable_reply,
+    rejected,
+    reply,
+    tag,
 )
-from ._metrics import (
-    RPC_DEAD_LETTERED,
-    RPC_QUEUE_WAIT,
-    exemplar,
-    labelled,
-)
-from ._publish import publish
-from ._telemetry import (
-    TRACER,
-    messaging_attributes,
-    records_nothing,
-    wait_attributes,
-)
-from ._transit import BrokerRoundTrip, observe, split, transit_attributes
-from ._wire import (
-    CONTENT_TYPE,
-    HANDLER_NS,
-    QUEUE_WAIT_NS,
-    SENT_AT_NS,
-    TIMEOUT_MS,
-    Topology,
-    encode_error,
-    encode_result,
-    header_int,
-)
+from broker.rpc.faults import Faults, instance, listen_for_rules
+from broker.rpc.observe import DeliveryTelemetry
+from broker.rpc.router import HandlerMiddleware, Reject, Router
+from broker.rpc.transit import BrokerRoundTrip
+from broker.rpc.wire import TIMEOUT_MS, Topology, header_int
+from broker.telemetry.tracing import TRACER
 
 Req = TypeVar("Req")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._worker")  # its name before broker/ had packages
 
 QueueType = Literal["classic", "quorum"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Route(Generic[Req]):
-    request_type: type[Req]
-    handler: Callable[[Req], Awaitable[Any]]
-
-
-class _Reject(Exception):
-    """Dead-letter the request; reply with this error type if the caller can be reached."""
-
-    def __init__(self, error_type: str, message: str, *, reply: bool = True) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.reply = reply
-
-
-class _ReplyRefused(Exception):
-    """The broker nacked a reply: its request must not be acked as answered."""
 
 
 class RpcWorker:
@@ -120,8 +72,11 @@ class RpcWorker:
         tracer_provider: trace.TracerProvider | None = None,
         faults: bool = False,
         connection_name: str | None = None,
+        middlewares: Sequence[HandlerMiddleware] = (),
     ) -> None:
-        """``faults=True`` listens for fault-injection rules on the control exchange.
+        """``faults=True`` listens for fault-injection rules on the control exchange (the rules
+        are a handler middleware, outermost); ``middlewares`` wrap every handler, on every
+        transport (:class:`Router`).
 
         ``connection_name``: what the broker's management UI calls the connection (default:
         ``<queue> <host>-<pid>``); services pass ``<service> <queue> <host>-<pid>``.
@@ -134,15 +89,14 @@ class RpcWorker:
         """
         self._url = url
         self._queue_name = queue
-        self._tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
-        self._tracer_provider = tracer_provider
+        self.tracer = trace.get_tracer(TRACER, tracer_provider=tracer_provider)
+        self.tracer_provider = tracer_provider
         self._prefetch = prefetch
         self._topology = topology or Topology()
         self._queue_type = queue_type
         self._confirms = publisher_confirms
-        self._grace = grace
+        self.grace = grace  # seconds in-flight requests get to finish, on every transport
         self._reconnect_interval = reconnect_interval
-        self._routes: dict[str, _Route[Any]] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
         self._stopping = False
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
@@ -152,11 +106,23 @@ class RpcWorker:
         self._consuming = asyncio.Lock()  # one consumer at a time (see _consume_locked)
         self._recovery: asyncio.Task[None] | None = None
         self._faults = Faults(queue, prefetch) if faults else None
+        if self._faults is not None:
+            middlewares = (self._faults.wrap, *middlewares)
+        # The methods and the dispatch, shared with the other transports (rpc_http_app).
+        self.router = Router(queue, middlewares)
         self._connection_name = connection_name or f"{queue} {instance()}"
         self._consumer_tag: str | None = None
-        self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker/_transit.py)
+        self._broker_rtt = BrokerRoundTrip()  # transit apart from dwell (broker.rpc.transit)
         self._measuring: contextlib.AsyncExitStack | None = None
-        self._cancellations = Cancellations()  # calls their callers gave up (broker/_cancel.py)
+        # Each delivery: its telemetry around its completion, composed once here.
+        self._handle = DeliveryTelemetry(
+            self.tracer,
+            tracer_provider,
+            self._topology.exchange,
+            queue,
+            self._broker_rtt,
+            self._complete,
+        )
 
     def register(
         self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
@@ -167,9 +133,7 @@ class RpcWorker:
         """
         if self._queue is not None:
             raise RuntimeError("register methods before start()")
-        if self._faults is not None:
-            handler = self._faults.wrap(method, handler)
-        self._routes[method] = _Route(request_type, handler)
+        self.router.register(method, request_type, handler)
 
     @property
     def ready(self) -> bool:
@@ -184,7 +148,7 @@ class RpcWorker:
     @property
     def methods(self) -> tuple[str, ...]:
         """The registered methods, in registration order."""
-        return tuple(self._routes)
+        return self.router.methods
 
     @property
     def in_flight(self) -> int:
@@ -211,14 +175,15 @@ class RpcWorker:
             self._channel = channel
             await channel.set_qos(prefetch_count=self._prefetch)
             await self._declare(channel)
+            router = self.router
             await listen_for_cancels(
-                channel, self._topology, self._queue_name, self._routes, self._cancellations
+                channel, self._topology, self._queue_name, router.methods, router.cancellations
             )
             assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
             channel.reopen_callbacks.add(self._on_channel_reopen)
             await self._consume()
             if self._faults is not None:
-                await self._listen_for_faults(channel)
+                await listen_for_rules(channel, self._topology, self._faults, self._set_prefetch)
             self._measuring = contextlib.AsyncExitStack()
             await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
@@ -227,7 +192,7 @@ class RpcWorker:
         log.info(
             "worker consuming queue=%s methods=%s prefetch=%d",
             self._queue_name,
-            ",".join(self._routes),
+            ",".join(self.router.methods),
             self._prefetch,
         )
 
@@ -255,45 +220,8 @@ class RpcWorker:
                 "x-dead-letter-exchange": self._topology.dead_letter_exchange,
             },
         )
-        for method in self._routes:
+        for method in self.router.methods:
             await self._queue.bind(exchange, routing_key=method)
-
-    async def _listen_for_faults(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        """A private queue on the control exchange; malformed rules are dead-lettered."""
-        control = await channel.declare_exchange(
-            self._topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(
-            control_queue_name(self._topology.control_exchange, self._queue_name),
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-dead-letter-exchange": self._topology.dead_letter_exchange},
-        )
-        await queue.bind(control)
-        await queue.consume(self._on_control)
-
-    async def _on_control(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        assert self._faults is not None
-        assert self._channel is not None
-        try:
-            rule = msgspec.json.decode(message.body, type=FaultRule)
-        except msgspec.DecodeError as exc:
-            log.warning("fault rule dead-lettered: %s", exc)
-            await message.reject(requeue=False)
-            return
-        if self._faults.matches(rule):
-            before = self._faults.prefetch
-            self._faults.apply(rule)
-            if self._faults.prefetch != before:
-                await self._set_prefetch(self._faults.prefetch)
-            log.warning(
-                "fault rules now queue=%s prefetch=%d rules=%s",
-                self._queue_name,
-                self._faults.prefetch,
-                msgspec.json.encode(self._faults.rules).decode(),
-            )
-            await answer_control(self._channel, self._faults, message)
-        await message.ack()
 
     async def _set_prefetch(self, prefetch: int) -> None:
         """A consumer keeps the prefetch it started with: consume again under the new one.
@@ -381,7 +309,7 @@ class RpcWorker:
                     await self._amqp.basic_cancel(self._consumer_tag)
         if self._inflight:
             log.info("worker draining %d in-flight requests", len(self._inflight))
-            _done, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
+            _done, late = await asyncio.wait(set(self._inflight), timeout=self.grace)
             if late:
                 # Unacked requests go back to the queue when the channel closes.
                 log.warning("worker stopped with %d requests unfinished", len(late))
@@ -395,7 +323,7 @@ class RpcWorker:
     async def _on_message(self, message: DeliveredMessage) -> None:
         if self._stopping:
             # Delivered as the consumer was being cancelled: leave it for another worker.
-            await message.channel.basic_nack(_tag(message), requeue=True)
+            await message.channel.basic_nack(tag(message), requeue=True)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -414,133 +342,39 @@ class RpcWorker:
             log.exception("rpc not completed method=%s", message.routing_key)
             if not settled[0]:
                 with contextlib.suppress(Exception):
-                    await message.channel.basic_reject(_tag(message), requeue=False)
+                    await message.channel.basic_reject(tag(message), requeue=False)
         finally:
             self._inflight.discard(task)
 
-    async def _handle(self, message: DeliveredMessage, settled: list[bool]) -> None:
-        received_ns = time.time_ns()
-        method = message.routing_key or ""
-        properties = message.header.properties
-        headers = properties.headers or {}
-        sent_at = header_int(headers, SENT_AT_NS)
-        queue_wait_ns = max(0, received_ns - sent_at) if sent_at is not None else 0
-        # The caller's PRODUCER span is the parent of the wait and of the processing.
-        parent = propagate.extract(headers, getter=TEXT_HEADERS)
-        caller = trace.get_current_span(parent)
-        if records_nothing(self._tracer_provider, caller.get_span_context()):
-            # Not sampled, or no SDK: no span would be recorded, so none is made. The caller's
-            # context is still the current one: its trace id for the log lines, and its
-            # sampling decision for the handler's own spans (not new root traces).
-            token = otel_context.attach(parent)
-            try:
-                await self._run(
-                    message,
-                    method,
-                    caller,
-                    sent_at,
-                    received_ns,
-                    wait_ns=queue_wait_ns,
-                    settled=settled,
-                )
-            finally:
-                otel_context.detach(token)
-            return
-        attributes = messaging_attributes(
-            "process", self._topology.exchange, method, properties.correlation_id, message.body
-        )
-        attributes["messaging.destination.subscription.name"] = self._queue_name
-        if sent_at is not None and caller.get_span_context().is_valid:
-            # Only under the caller's span: without one it would be a trace of its own.
-            # Wall clocks of two hosts: clamped so that skew cannot make it negative.
-            wait = self._tracer.start_span(
-                f"queue wait {method}",
-                context=parent,
-                start_time=min(sent_at, received_ns),
-                attributes=wait_attributes(
-                    method, properties.correlation_id, "rpc.queue_wait_ms", queue_wait_ns
-                )
-                | transit_attributes(
-                    *split(headers, sent_at, queue_wait_ns, self._broker_rtt.half_ns())
-                ),
-            )
-            wait.end(end_time=received_ns)
-        with self._tracer.start_as_current_span(
-            f"process {self._queue_name} {method}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            start_time=received_ns,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            await self._run(
-                message, method, span, sent_at, received_ns, wait_ns=queue_wait_ns, settled=settled
-            )
-
-    async def _run(
-        self,
-        message: DeliveredMessage,
-        method: str,
-        span: trace.Span,
-        sent_at: int | None,
-        received_ns: int,
-        *,
-        wait_ns: int,
-        settled: list[bool],
-    ) -> None:
-        if sent_at is not None:
-            labelled(RPC_QUEUE_WAIT, method).observe(wait_ns / 1e9, exemplar(span))
-            headers = message.header.properties.headers or {}
-            parts = split(headers, sent_at, wait_ns, self._broker_rtt.half_ns())
-            observe(method, *parts, exemplar(span))
-        with Handling(method, span, "amqp", wait_ns) as handling:
-            handling.outcome = await self._complete(
-                message, method, sent_at, received_ns, wait_ns, settled=settled
-            )
-
-    async def _complete(
+    async def _complete(  # noqa: PLR0917 - DeliveryTelemetry calls it, once per delivery
         self,
         message: DeliveredMessage,
         method: str,
         sent_at: int | None,
         received_ns: int,
         queue_wait_ns: int,
-        *,
         settled: list[bool],
     ) -> str:
         """Dispatch, reply, and ack or dead-letter; the outcome."""
         started = time.monotonic_ns()
         try:
             body, outcome = await self._dispatch_message(message, method, sent_at, received_ns)
-        except _Reject as reject:
-            RPC_DEAD_LETTERED.labels(self._queue_name, reject.error_type).inc()
-            log.warning(
-                "rpc dead-lettered method=%s correlation_id=%s reason=%s: %s",
-                method,
-                message.header.properties.correlation_id,
-                reject.error_type,
-                reject.message,
-            )
+        except Reject as reject:
             dlx, queue = self._topology.dead_letter_exchange, self._queue_name
-            await dead_letter(message, dlx, queue, reject.error_type, reject.message)
-            if reject.reply and message.header.properties.reply_to:
-                error = encode_error(reject.error_type, reject.message)
-                elapsed = time.monotonic_ns() - started
-                await self._reply(message, error, elapsed, queue_wait_ns, ack=True)
-            else:
-                await message.channel.basic_ack(_tag(message))
+            await rejected(
+                message, reject, queue, dlx, started=started, queue_wait_ns=queue_wait_ns
+            )
             settled[0] = True
             return reject.error_type
         if body is None:
             # The deadline passed while handling (the caller has its timeout already), or the
             # caller gave up and said so: no reply, nobody waits for it.
-            correlation_id = message.header.properties.correlation_id
             if outcome == "late":
+                correlation_id = message.header.properties.correlation_id
                 log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
-            await message.channel.basic_ack(_tag(message))
+            await message.channel.basic_ack(tag(message))
         else:
-            await self._reply(message, body, time.monotonic_ns() - started, queue_wait_ns, ack=True)
+            await reply(message, body, time.monotonic_ns() - started, queue_wait_ns, ack=True)
         settled[0] = True
         return outcome
 
@@ -551,11 +385,11 @@ class RpcWorker:
         sent_at: int | None,
         received_ns: int,
     ) -> tuple[bytes | None, str]:
-        """:meth:`_dispatch` for a message: one without ``reply_to`` cannot be answered."""
+        """:meth:`Router.dispatch` for a message: one without ``reply_to`` cannot be answered."""
         if not message.header.properties.reply_to:
-            raise _Reject("bad_request", "request has no reply_to", reply=False)
+            raise Reject("bad_request", "request has no reply_to", reply=False)
         timeout_ms = header_int(message.header.properties.headers, TIMEOUT_MS)
-        return await self._dispatch(
+        return await self.router.dispatch(
             method,
             message.body,
             sent_at,
@@ -563,103 +397,3 @@ class RpcWorker:
             received_ns,
             correlation_id=message.header.properties.correlation_id,
         )
-
-    async def _dispatch(
-        self,
-        method: str,
-        body: bytes,
-        sent_at: int | None,
-        timeout_ms: int | None,
-        received_ns: int,
-        *,
-        correlation_id: str | None = None,
-    ) -> tuple[bytes | None, str]:
-        """Decode, run the handler, encode: the reply body (None when the deadline passed
-        first, or the caller gave up: outcome ``late`` or ``cancelled``) and the outcome;
-        raises :class:`_Reject`. Every transport (AMQP here, HTTP in :mod:`broker._http`)
-        comes through this one function."""
-        if self._cancellations.noticed(correlation_id):
-            return None, "cancelled"  # given up while it waited in the queue: never started
-        route = self._routes.get(method)
-        if route is None:
-            raise _Reject("unknown_method", f"no method {method!r} on {self._queue_name}")
-        remaining: float | None = None
-        if sent_at is not None and timeout_ms is not None:
-            remaining = (sent_at + timeout_ms * 1_000_000 - received_ns) / 1e9
-            if remaining <= 0:
-                raise _Reject("expired", "deadline passed before delivery", reply=False)
-        try:
-            request = msgspec.json.decode(body, type=route.request_type)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise _Reject("bad_request", f"malformed request: {exc}") from None
-        try:
-            async with asyncio.timeout(remaining) as scope:
-                with self._cancellations.running(correlation_id, scope):
-                    result = await route.handler(request)
-        except TimeoutError:
-            return None, "cancelled" if self._cancellations.noticed(correlation_id) else "late"
-        except HandlerError as exc:
-            return encode_error(exc.error_type, exc.message), exc.error_type
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the worker is being torn down
-            # The handler itself raised CancelledError: without this the request would hold
-            # a prefetch slot, unacked, until the channel closed.
-            raise _Reject("internal", "handler was cancelled") from None
-        except Exception as exc:
-            if dependency_unavailable(exc):  # an outage, not a bad request: answered, acked
-                return unavailable_reply(method, exc)
-            log.exception("rpc handler failed method=%s", method)
-            raise _Reject("internal", f"{type(exc).__name__} in handler") from exc
-        try:
-            return encode_result(result), "ok"
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise _Reject("internal", f"unencodable result: {exc}") from exc
-
-    async def _reply(
-        self,
-        message: DeliveredMessage,
-        body: bytes,
-        handler_ns: int,
-        queue_wait_ns: int,
-        *,
-        ack: bool,
-    ) -> None:
-        """Send the reply, then settle the request: ack it (``ack``) or reject it to the
-        dead letters. Without confirms the reply and the settlement go in one write, in that
-        order; with them, the settlement waits for the reply's confirmation."""
-        headers: dict[str, Any] = {
-            HANDLER_NS: handler_ns,
-            QUEUE_WAIT_NS: queue_wait_ns,
-            SENT_AT_NS: time.time_ns(),  # the reply's own send time: the caller's reply wait
-        }
-        request = message.header.properties
-        properties = Basic.Properties(
-            content_type=CONTENT_TYPE, correlation_id=request.correlation_id, headers=headers
-        )
-        tag, reply_to = _tag(message), request.reply_to or ""
-        # Not mandatory: a caller that went away is not an error here.
-        channel = cast(aiormq.Channel, message.channel)  # the concrete one takes wait=
-        if not channel.publisher_confirms:
-            settle = Basic.Ack(tag) if ack else Basic.Reject(tag, requeue=False)
-            await publish(channel, body, routing_key=reply_to, properties=properties, then=settle)
-            return
-        try:
-            await channel.basic_publish(
-                body, routing_key=reply_to, properties=properties, wait=False
-            )
-        except aiormq.exceptions.DeliveryError as exc:  # a nack
-            # Not acked as answered: the request is dead-lettered instead (_on_message).
-            raise _ReplyRefused("the broker refused the reply (nack)") from exc
-        if ack:
-            await channel.basic_ack(tag)
-        else:
-            await channel.basic_reject(tag, requeue=False)
-
-
-def _tag(message: DeliveredMessage) -> int:
-    """The delivery tag (a consumer's deliveries always carry one)."""
-    tag = message.delivery_tag
-    assert tag is not None
-    return tag

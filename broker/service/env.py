@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ._errors import ConfigError
+from broker.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ It reads aiormq 7.2's channel attributes ``write_queue``, ``number``, ``max_cont
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import aiormq
 import aiormq.exceptions
@@ -31,7 +32,9 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-__all__ = ["publish"]
+from broker.errors import RpcUnavailable
+
+__all__ = ["publish", "send_request"]
 
 
 async def publish(
@@ -81,3 +84,42 @@ async def publish(
         closing.cancel()
     if not queued:
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+
+
+async def send_request(
+    amqp: aiormq.abc.AbstractChannel | None,
+    method: str,
+    exchange: str,
+    body: bytes,
+    properties: Basic.Properties,
+) -> object:
+    """Publish a request (mandatory); on a confirming channel, what the broker answered: its
+    confirmation, or the message itself when it returned it as unroutable."""
+    if amqp is None:
+        raise RpcUnavailable(method, "not connected to the broker")
+    # On the channel itself, not through aio-pika's robust wrapper: that one waits for a
+    # lost connection to come back, this one fails at once. Not waiting for the socket
+    # buffer to drain: the confirmation (or the reply) comes after it anyway.
+    channel = cast(aiormq.Channel, amqp)  # the concrete one takes wait=
+    if not channel.publisher_confirms:
+        # Straight onto the write queue (publish); a return comes to the client's
+        # on_returned (broker.rpc.returns).
+        await publish(
+            channel,
+            body,
+            exchange=exchange,
+            routing_key=method,
+            properties=properties,
+            mandatory=True,
+        )
+        return None
+    # Typed as an ack frame, but a returned message comes back as the result.
+    confirmation: object = await channel.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=method,
+        properties=properties,
+        mandatory=True,
+        wait=False,
+    )
+    return confirmation

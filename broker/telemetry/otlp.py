@@ -3,8 +3,8 @@
 Why not the official ``OTLPSpanExporter``: at 100% sampling a py-spy profile of drama-service
 put most of the export thread's CPU in building protobuf
 message objects (``encode_spans``), one Python object per span, attribute and value. Here
-:mod:`broker._otlp_encode` writes the same message in OTLP/JSON, a span of the common shape
-straight to bytes (less CPU a span: ``loadtest/bench_export.py``), and it goes out on one
+:mod:`broker.telemetry.otlp_encode` writes the same message in OTLP/JSON, a span of the common
+shape straight to bytes (less CPU a span: ``loadtest/bench_export.py``), and it goes out on one
 kept-alive urllib3 connection.
 
 Settings are the standard ones, read from the mapping given to :meth:`OtlpJsonSpanExporter.from_env`
@@ -32,10 +32,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.re import parse_env_headers
 
-from ._errors import ConfigError
-from ._otlp_encode import encode_spans
+from broker.errors import ConfigError
+from broker.telemetry.otlp_encode import encode_spans
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker._otlp")  # its name before broker/ had packages
 
 __all__ = ["OtlpJsonSpanExporter", "encode_spans"]
 

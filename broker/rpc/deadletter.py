@@ -33,9 +33,9 @@ import aiormq.exceptions
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from ._metrics import RPC_DEAD_LETTERED
-from ._publish import publish
-from ._wire import header_int
+from broker.rpc.publish import publish
+from broker.rpc.wire import header_int
+from broker.telemetry.metrics import RPC_DEAD_LETTERED
 
 __all__ = [
     "DETAIL",
