@@ -102,6 +102,8 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         dead_letter_exchange=f"test.{uid}.rpc.dlx",
         dead_letter_queue=f"test.{uid}.rpc.dead",
         control_exchange=f"test.{uid}.rpc.control",
+        cancel_exchange=f"test.{uid}.rpc.cancel",
+        unroutable_exchange=f"test.{uid}.rpc.unroutable",
     )
     yield topo
     connection = await aio_pika.connect(amqp_url)
@@ -111,6 +113,9 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         await channel.exchange_delete(topo.dead_letter_exchange)
         await channel.queue_delete(topo.dead_letter_queue)
         await channel.exchange_delete(topo.control_exchange)
+        await channel.exchange_delete(topo.cancel_exchange)
+        await channel.exchange_delete(topo.unroutable_exchange)
+        await channel.queue_delete(topo.unroutable_exchange)
 
 
 @pytest.fixture

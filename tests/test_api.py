@@ -319,10 +319,15 @@ class Hold:
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
+        self.cancelled = 0  # calls stopped because their callers gave up
 
     async def __call__(self, _request: object) -> NoReturn:
         self.entered.set()
-        await self.release.wait()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         raise NotFound("released by the test")
 
 

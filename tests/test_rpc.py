@@ -367,8 +367,16 @@ async def test_no_broker_connection_fails_fast(topology: Topology) -> None:
 
 
 async def test_connection_loss_fails_pending_calls_then_recovers(
-    worker: RpcWorker, client: AmqpRpcClient, service: Service
+    worker: RpcWorker, amqp_url: str, topology: Topology, service: Service
 ) -> None:
+    # Reconnecting after 3 s (not 1): rabbitmqctl itself can take a second or more on a busy
+    # machine, and the client must still be down when the test asks it.
+    client = AmqpRpcClient(amqp_url, timeout=2.0, topology=topology, reconnect_interval=3.0)
+    async with client:
+        await _lose_the_connection_and_recover(client, service)
+
+
+async def _lose_the_connection_and_recover(client: AmqpRpcClient, service: Service) -> None:
     pending = [
         asyncio.create_task(client.call("t.echo", Ask(i, block=True), Answer, timeout=10))
         for i in range(5)

@@ -29,6 +29,7 @@ from loadtest.devstack.config import (
     check_broker,
     free_port,
 )
+from loadtest.devstack.policies import set_ae_policy
 from loadtest.otlp import rotated_set
 
 
@@ -145,6 +146,7 @@ class Stack:
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
+        set_ae_policy(self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
         await self.start_process(
