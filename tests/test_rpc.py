@@ -366,8 +366,9 @@ async def test_no_broker_connection_fails_fast(topology: Topology) -> None:
         await AmqpRpcClient("amqp://guest:guest@127.0.0.1:1/", topology=topology).connect()
 
 
+@pytest.mark.own_vhost  # it closes every connection of its vhost: other tests run meanwhile
 async def test_connection_loss_fails_pending_calls_then_recovers(
-    worker: RpcWorker, client: AmqpRpcClient, service: Service
+    worker: RpcWorker, client: AmqpRpcClient, service: Service, vhost: str
 ) -> None:
     pending = [
         asyncio.create_task(client.call("t.echo", Ask(i, block=True), Answer, timeout=10))
@@ -376,7 +377,7 @@ async def test_connection_loss_fails_pending_calls_then_recovers(
     await service.entered.wait()
     started = time.monotonic()
     closer = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-q", "close_all_connections", "test: connection loss"
+        "rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection loss"
     )
     assert await closer.wait() == 0
     results = await asyncio.gather(*pending, return_exceptions=True)
