@@ -74,8 +74,8 @@ test: lint types imports webtest pytest
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
-# Integration tests wait on processes and the broker more than they compute: 4 workers on 2
-# cores measured fastest (docs/testing.md would be the place for the figures).
+# Integration tests wait on processes and the broker more than they compute: more workers
+# than cores (PYTEST_WORKERS=1: one at a time, as before the tiers).
 PYTEST_WORKERS ?= 4
 ## integration: the integration tier (RabbitMQ, PostgreSQL, processes) in parallel (xdist)
 integration: $(STAMP) tools $(WEB_BUILT)
