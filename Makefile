@@ -65,7 +65,7 @@ tools: $(CHECKOV) $(ACTIONLINT)
 ## run: the three services against the local RabbitMQ, with SQLite and an embedded S3, seeded
 ## (make run HTTP_PORT=8081: drama-service on another port)
 run: $(STAMP) preflight $(WEB_BUILT)
-	$(BIN)/python -m loadtest.stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
+	$(BIN)/python -m loadtest stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
 
 ## test: lint, types, import contracts and both test tiers (real RabbitMQ and PostgreSQL)
 test: lint types imports webtest pytest
@@ -98,8 +98,8 @@ pytest: unit integration
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; apt-get install -y -qq wrk; }
 	$(BIN)/python -m loadtest bench
-	$(BIN)/python -m loadtest.bench_presign
-	$(BIN)/python -m loadtest.bench_spans
+	$(BIN)/python -m loadtest.bench.presign
+	$(BIN)/python -m loadtest.bench.spans
 
 ## scale: page vs detail, 20 vs 10,000 dramas, memory over 100,000 requests (issue 7's checks)
 scale: $(STAMP)
@@ -113,11 +113,11 @@ compare: $(STAMP)
 ## soak: the stack at half its capacity for SOAK_MINUTES (15): RSS slope per process, errors
 SOAK_MINUTES ?= 15
 soak: $(STAMP)
-	$(BIN)/python -m loadtest.soak --minutes $(SOAK_MINUTES)
+	$(BIN)/python -m loadtest.bench.soak --minutes $(SOAK_MINUTES)
 
 ## seed-large: make run with a generated catalogue of 10,000 dramas
 seed-large: $(STAMP)
-	$(BIN)/python -m loadtest.stack --dramas 10000
+	$(BIN)/python -m loadtest stack --dramas 10000
 
 clean:
 	rm -rf .run .mypy_cache .ruff_cache .pytest_cache web/dist artefacts

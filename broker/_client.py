@@ -123,8 +123,8 @@ class AmqpRpcClient:
 
     ``publisher_confirms=True`` has the broker confirm every request, and a nack fail its call
     (RpcUnavailable). Off by default: an unroutable request fails its call at once either way
-    (:meth:`_watch_returns`), and the confirmations cost ~75 us of the round trip at
-    concurrency 1 (docs/rpc.md).
+    (:meth:`_watch_returns`), and the confirmations cost round-trip time and throughput
+    (docs/adr/publisher-confirms-off.md).
     """
 
     def __init__(
@@ -435,7 +435,7 @@ class AmqpRpcClient:
         assert self._channel is not None
         # Direct reply-to: consumed without acks on the channel that publishes the requests,
         # on aiormq's channel itself: wrapping every reply in an aio-pika message cost more
-        # CPU than the rest of the reply path (docs/performance.md).
+        # CPU than the rest of the reply path (docs/adr/own-rpc-layer.md).
         self._amqp = await self._channel.get_underlay_channel()
         if not self._confirms:
             self._watch_returns(cast(aiormq.Channel, self._amqp))
@@ -447,8 +447,8 @@ class AmqpRpcClient:
 
         aiormq (7.2) matches a returned message to its publish only on a confirming channel;
         on any other it logs the return and drops it, so a call to a method nobody serves
-        would wait for its timeout. Confirming every request cost ~75 us of the round trip at
-        concurrency 1 and a few % of throughput (docs/rpc.md), so instead the channel's
+        would wait for its timeout. Confirming every request cost round-trip time and
+        throughput (docs/adr/publisher-confirms-off.md), so instead the channel's
         handler of Basic.Return is replaced by one that reads the returned message exactly as
         aiormq's does (content header, then body) and fails the call it belongs to by its
         correlation id. aiormq is pinned below 7.3 for this; tests/test_rpc.py fails if a

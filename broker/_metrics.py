@@ -1,4 +1,4 @@
-"""Prometheus metrics of the request path (names and labels: DESIGN.md section 4).
+"""Prometheus metrics of the request path (names and labels: docs/design.md, "Metrics").
 
 Registered once per process in prometheus-client's default registry, like the process_*
 metrics it exports itself. Histograms take a ``trace_id`` exemplar when the current span is

@@ -1,10 +1,10 @@
 """OTLP/HTTP with the JSON encoding: the span exporter the services use by default.
 
 Why not the official ``OTLPSpanExporter``: at 100% sampling a py-spy profile of drama-service
-put ~20% of its CPU in the batch processor's export thread, ~15 points of it building protobuf
+put most of the export thread's CPU in building protobuf
 message objects (``encode_spans``), one Python object per span, attribute and value. Here
 :mod:`broker._otlp_encode` writes the same message in OTLP/JSON, a span of the common shape
-straight to bytes (~6x less CPU a span, ``loadtest/bench_export.py``), and it goes out on one
+straight to bytes (less CPU a span: ``loadtest/bench_export.py``), and it goes out on one
 kept-alive urllib3 connection.
 
 Settings are the standard ones, read from the mapping given to :meth:`OtlpJsonSpanExporter.from_env`

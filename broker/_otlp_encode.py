@@ -117,7 +117,7 @@ def _template(key: str, kind: type) -> bytes:
 
 def _pairs(attributes: Mapping[str, Any]) -> bytes:
     """The ``KeyValue`` of ``attributes``, comma separated. A string, int or finite float (most
-    values) goes into its key's template in one step: a concatenation costs ~1% of a span."""
+    values) goes into its key's template in one step: each concatenation counts in a span."""
     pairs = []
     for key, value in attributes.items():
         kind = type(value)
@@ -245,7 +245,7 @@ _KIND_JSON = {kind: b"%d" % otlp for kind, otlp in _KINDS.items()}
 
 def _has_events_or_links(span: ReadableSpan) -> bool:
     """Whether ``span.events`` or ``span.links`` is not empty. Each copies the SDK's list under
-    its lock (~0.4 µs, ~8% of a span): the lists of a ReadableSpan proper, what the SDK hands
+    its lock (a share of a span's encoding): the lists of a ReadableSpan proper, what the SDK hands
     the exporter, or of a LeanSpan, which the services' tracers hand it, are looked at instead;
     another subclass may override the properties."""
     if type(span) is ReadableSpan or type(span) is LeanSpan:

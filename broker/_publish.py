@@ -6,7 +6,7 @@ the write queue as a write of its own and waits for it to drain. Without publish
 none of that does anything for the message: a publish is its frames (method, header, body) put
 on the connection's write queue, which the connection's writer sends in order. At concurrency 1
 that machinery was latency: a worker that put its reply and the request's ack on the queue
-itself, as one write, answered a round trip ~8% sooner (docs/performance.md).
+itself, as one write, answered a round trip sooner (docs/adr/own-rpc-layer.md).
 
 :func:`publish` does only that, on a channel without confirms (a confirming channel needs
 aiormq's delivery tags: use ``basic_publish``). Frames go through the same bounded write queue,

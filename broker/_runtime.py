@@ -185,7 +185,7 @@ def tune_gc(gen0_threshold: int) -> None:
     ``gen0_threshold`` allocations instead of Python's 700 (0 leaves Python's settings).
 
     Every span, message and request allocates; with Python's threshold the collector ran
-    often enough to cost 4-5% of throughput, traced or not (docs/performance.md). Garbage
+    often enough to cost throughput, traced or not (docs/performance.md). Garbage
     without cycles is freed at once either way; only cyclic garbage waits a little longer.
     """
     if gen0_threshold <= 0:

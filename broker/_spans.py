@@ -1,7 +1,7 @@
 """The OpenTelemetry SDK's tracer, with a span that costs less to make.
 
-A sampled ``GET /dramas/{id}`` makes 12 spans. The SDK's ``_Span`` costs 33-55 us each on the
-2-core bench machines (``python -m loadtest.bench_spans``), and at 10% sampling that tenth
+A sampled ``GET /dramas/{id}`` makes 12 spans. The SDK's ``_Span`` costs about twice a lean one
+(``python -m loadtest.bench_spans``), and at 10% sampling that tenth
 alone was more than the 5% of throughput tracing may cost (docs/performance.md). cProfile puts
 the time in what a span does for every attribute and call whatever its content:
 ``BoundedAttributes`` cleans each value under a lock, every call takes the span's lock, and
@@ -170,7 +170,7 @@ _StartArgs = tuple[
 
 class _CurrentSpan:
     """``Tracer.start_as_current_span`` with ``trace.use_span`` inside it, as one class: the
-    SDK's two generator context managers cost ~6 us a span. Used as a decorator, it is the
+    SDK's two generator context managers cost several times more. Used as a decorator, it is the
     SDK's own (which starts a :class:`LeanSpan` all the same)."""
 
     __slots__ = (

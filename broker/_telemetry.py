@@ -200,7 +200,7 @@ def set_request_log(policy: str) -> None:
     ``errors`` (the default): the ones that failed; ``sampled``: those, and the others when
     their trace is sampled, so that each line has a trace to go with it; ``all``: every one.
     Metrics count every request and traces show them whatever this says; a line for each
-    success cost 12% of throughput at 100% sampling (docs/performance.md).
+    success cost throughput at 100% sampling (docs/performance.md, "Measured choices").
     """
     global _request_log  # noqa: PLW0603 - one setting per process, set once by service_main
     if policy not in REQUEST_LOG_CHOICES:
@@ -233,7 +233,7 @@ def recorded_span(
 ) -> AbstractContextManager[trace.Span]:
     """``tracer.start_as_current_span(name, **options)``, or, where that span would record
     nothing (:func:`records_nothing` under the current span), no span at all: the SDK's
-    non-recording span costs ~15 us of CPU for nothing, 9 requests in 10 at 10% sampling.
+    non-recording span costs CPU for nothing, 9 requests in 10 at 10% sampling.
     The current context stays as it is, so the trace id still reaches logs and callees."""
     if records_nothing(provider, trace.get_current_span().get_span_context()):
         return nullcontext(trace.INVALID_SPAN)

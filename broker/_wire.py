@@ -1,4 +1,4 @@
-"""Protocol v1 on the wire: names, headers and the JSON reply envelope (DESIGN.md section 2)."""
+"""Protocol v1 on the wire: names, headers and the JSON reply envelope (docs/rpc.md)."""
 
 from __future__ import annotations
 

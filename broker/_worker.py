@@ -129,7 +129,7 @@ class RpcWorker:
         request, and dead-letters the request if the broker nacks the reply. Off by default: a
         reply goes to a direct reply-to consumer, not a queue, the ack follows it on the same
         channel, and a lost connection redelivers the request either way; the confirmations
-        cost 1-12% of throughput over three make bench runs (docs/performance.md).
+        cost throughput in every make bench run (docs/adr/publisher-confirms-off.md).
         """
         self._url = url
         self._queue_name = queue
@@ -306,7 +306,7 @@ class RpcWorker:
 
     async def _consume_locked(self) -> None:
         """Consume on aiormq's channel itself: an aio-pika message wrapped around every request
-        and reply cost more CPU than the rest of the worker's path (docs/performance.md).
+        and reply cost more CPU than the rest of the worker's path (docs/adr/own-rpc-layer.md).
 
         One consumer at a time (the caller holds ``_consuming``): a consumer of this worker still
         on the current channel is cancelled first, so that two fault rules or a rule and a

@@ -19,7 +19,7 @@ from broker import (
 )
 
 from . import handlers
-from .admission import admission, deadline
+from .admission import Admission, deadline
 from .openapi import openapi
 from .problems import problem_middleware
 from .settings import Settings
@@ -34,11 +34,12 @@ def create_app(settings: Settings) -> web.Application:
     # Outermost first: Server-Timing sees every response, problem+json ones included; admission
     # sheds before the deadline starts. With tracing on, the OpenTelemetry server middleware is
     # put in front of them all (instrument()).
+    admitting = Admission(settings.max_in_flight, settings.admission_lag_ms / 1000)
     app = web.Application(
         middlewares=[
             server_timing,
             problem_middleware,
-            admission(settings.max_in_flight),
+            admitting.middleware,
             deadline(settings.request_timeout_ms / 1000),
         ],
         # Request lines and headers: aiohttp's defaults (8190 bytes a line or a field) are
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
         await client.close()
 
-    app.cleanup_ctx.extend([database, rpc])
+    app.cleanup_ctx.extend([database, rpc, admitting.adapting])
     app.router.add_get("/dramas", handlers.list_dramas, name="list_dramas")
     app.router.add_get("/dramas/{id}", handlers.get_drama, name="get_drama")
     app.router.add_get(

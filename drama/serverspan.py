@@ -3,8 +3,8 @@
 ``opentelemetry-instrumentation-aiohttp-server`` makes the SERVER span of every request. It
 builds the span's name and about ten attributes, extracts the context, starts the span and
 sets its status for every request, and only then does the sampler's answer show: at 10%
-sampling, nine requests in ten paid for a span that records nothing (~85 us of CPU a request
-on the bench machine, in a micro benchmark; ~30-50 us on a faster one).
+sampling, nine requests in ten paid for a span that records nothing (its cost, measured:
+docs/performance.md, "Measured choices").
 
 :func:`sampled_server_spans` puts a gate in front of it. The gate extracts the incoming context
 with the configured propagators and asks the tracer provider's sampler first, with the trace id

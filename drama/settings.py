@@ -26,6 +26,7 @@ class Settings:
     # Admission control (docs/rpc.md, "Overload"): API requests in flight, calls waiting per
     # worker method; 0 turns a bound off.
     max_in_flight: int = 64
+    admission_lag_ms: int = 0
     rpc_max_waiting: int = 48
     # The per-method breaker: consecutive timeouts that open it (0: off), and how long it stays
     # open before a probe.
@@ -61,6 +62,7 @@ class Settings:
                 "REQUEST_TIMEOUT_MS", rpc_timeout_ms, low=1, high=600_000
             ),
             max_in_flight=env.integer("HTTP_MAX_IN_FLIGHT", 64, low=0, high=1_000_000),
+            admission_lag_ms=env.integer("HTTP_ADMISSION_LAG_MS", 0, low=0, high=10_000),
             rpc_max_waiting=env.integer("RPC_MAX_WAITING", 48, low=0, high=1_000_000),
             breaker_failures=env.integer("BREAKER_FAILURES", 5, low=0, high=1_000_000),
             breaker_cooldown_ms=env.integer("BREAKER_COOLDOWN_MS", 2000, low=1, high=600_000),

@@ -10,14 +10,17 @@ import importlib
 import sys
 
 COMMANDS = {
-    "analyze": ("loadtest.analyze", "critical path and latency breakdown of traces"),
-    "bench": ("loadtest.bench", "the benchmark behind make bench"),
-    "compare": ("loadtest.compare", "the same request over the queue and over HTTP"),
-    "fault": ("loadtest.fault", "inject or clear a fault in the running workers"),
-    "load": ("loadtest.load", "open- or closed-loop load on the HTTP API"),
-    "scale": ("loadtest.scale", "cost per request as the catalogue and time grow"),
-    "sink": ("loadtest.sink", "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines"),
-    "stack": ("loadtest.stack", "the local stack behind make run"),
+    "analyze": ("loadtest.analysis.command", "critical path and latency breakdown of traces"),
+    "bench": ("loadtest.bench.command", "the benchmark behind make bench"),
+    "compare": ("loadtest.bench.compare", "the same request over the queue and over HTTP"),
+    "fault": ("loadtest.load.fault", "inject or clear a fault in the running workers"),
+    "load": ("loadtest.load.command", "open- or closed-loop load on the HTTP API"),
+    "scale": ("loadtest.bench.scale", "cost per request as the catalogue and time grow"),
+    "sink": (
+        "loadtest.devstack.sink",
+        "an OTLP/HTTP receiver that stores spans as OTLP-JSON lines",
+    ),
+    "stack": ("loadtest.devstack.run", "the local stack behind make run"),
 }
 
 

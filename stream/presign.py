@@ -1,6 +1,6 @@
-"""Pre-signed S3 GET URLs at a few µs each, identical to botocore's.
+"""Pre-signed S3 GET URLs at a small fraction of botocore's cost, identical to its URLs.
 
-botocore's ``generate_presigned_url("get_object", ...)`` costs about 360 µs of CPU a URL: it runs
+botocore's ``generate_presigned_url("get_object", ...)`` (docs/adr/presigner.md) runs
 the whole request pipeline (parameter validation, endpoint rules, serialisation, event hooks) for
 what is, once the client is configured, a string template and two hashes. `SigV4Presigner` does
 only that part:

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 as S3 checks it, for the embedded endpoint (stream.local_s3).
+"""AWS Signature Version 4 as S3 checks it, for the embedded endpoint (loadtest.devstack.local_s3).
 
 Two ways to sign: query auth (a pre-signed URL: ``X-Amz-Signature`` in the query, payload
 ``UNSIGNED-PAYLOAD``) and header auth (``Authorization: AWS4-HMAC-SHA256 Credential=...,

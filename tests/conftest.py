@@ -30,9 +30,10 @@ import pytest
 from aiohttp import web
 
 from broker import Topology
-from loadtest.stack import Stack, StackConfig
-from loadtest.stack import free_port as free_port  # noqa: PLC0414 - re-exported for the tests
-from loadtest.stack import vhost as rabbitmq_vhost
+from loadtest.devstack.config import StackConfig
+from loadtest.devstack.config import free_port as free_port  # noqa: PLC0414 - re-exported for the tests
+from loadtest.devstack.config import vhost as rabbitmq_vhost
+from loadtest.devstack.stack import Stack
 from tests.otlp import OtlpReceiver
 from tests.tiers import (  # noqa: F401 - the tiers' hooks, registered by being here
     pytest_collection_modifyitems,

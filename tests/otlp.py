@@ -1,75 +1,24 @@
-"""An OTLP/HTTP trace receiver for tests: what the services export, decoded and kept."""
+"""An OTLP/HTTP trace receiver for tests: what the services export, decoded and kept.
+
+Decoding is the tools' one OTLP codec (``loadtest.otlp``); this adds waiting and a picture.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
-from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from loadtest.otlp import Span, request_spans
 
-@dataclass(frozen=True)
-class Span:
-    service: str
-    name: str
-    kind: str  # SERVER, CLIENT, PRODUCER, CONSUMER, INTERNAL
-    trace_id: str
-    span_id: str
-    parent_id: str  # "" for a root
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any] = field(hash=False)
-    error: bool
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e6
-
-
-def _value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
-
-
-def _attributes(pairs: list[KeyValue]) -> dict[str, Any]:
-    return {pair.key: _value(pair.value) for pair in pairs}
-
-
-def _b64(hex_id: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_id)).decode()
-
-
-def request_from_json(body: bytes) -> ExportTraceServiceRequest:
-    """An OTLP/JSON body as the message it stands for, strictly (unknown fields fail).
-
-    OTLP/JSON is protobuf's JSON mapping except for the ids, hex instead of base64: they are
-    turned back into base64 before protobuf's own parser reads the rest.
-    """
-    document = json.loads(body)
-    for resource_spans in document.get("resourceSpans", []):
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                for item in [span, *span.get("links", [])]:
-                    for field_name in ("traceId", "spanId", "parentSpanId"):
-                        if field_name in item:
-                            item[field_name] = _b64(item[field_name])
-    return json_format.ParseDict(document, ExportTraceServiceRequest())
+__all__ = ["OtlpReceiver", "Span", "waterfall"]
 
 
 class OtlpReceiver:
-    """``POST /v1/traces`` in OTLP/protobuf or OTLP/JSON; ``wait_for`` waits for a condition."""
+    """``POST /v1/traces`` in OTLP/protobuf or OTLP/JSON (read strictly: an unknown field fails);
+    ``wait_for`` waits for a condition on the spans received."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
@@ -80,26 +29,7 @@ class OtlpReceiver:
     async def _export(self, request: web.Request) -> web.Response:
         body = await request.read()  # aiohttp has undone any gzip or deflate Content-Encoding
         is_json = request.content_type == "application/json"
-        export = request_from_json(body) if is_json else ExportTraceServiceRequest.FromString(body)
-        received = []
-        for resource_spans in export.resource_spans:
-            service = _attributes(list(resource_spans.resource.attributes))["service.name"]
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(
-                        Span(
-                            service=service,
-                            name=span.name,
-                            kind=PbSpan.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_"),
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_id=span.parent_span_id.hex(),
-                            start_ns=span.start_time_unix_nano,
-                            end_ns=span.end_time_unix_nano,
-                            attributes=_attributes(list(span.attributes)),
-                            error=span.status.code == Status.STATUS_CODE_ERROR,
-                        )
-                    )
+        received = request_spans(body, is_json)
         async with self._changed:
             self.spans.extend(received)
             self._changed.notify_all()

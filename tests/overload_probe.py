@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.load import discover
-from loadtest.runner import closed_loop
-from loadtest.schedule import parse_mix, requests
+from loadtest.load.command import discover
+from loadtest.load.runner import closed_loop
+from loadtest.load.schedule import parse_mix, requests
 from tests.test_fault_matrix import ByOutcome, load
 
 

@@ -1,6 +1,6 @@
 """Accuracy, end to end: time injected somewhere is attributed there by the analyser.
 
-Real services, real broker, the delaying proxy on every hop (loadtest/netdelay.py), open-loop
+Real services, real broker, the delaying proxy on every hop (loadtest.devstack.netdelay), open-loop
 load from the load generator's own runner, each phase in its own time window; the analysis runs
 on the stack's sink file after the stack has stopped (every span flushed). Per phase, the
 per-trace median of each category is compared with the no-fault phase's:
@@ -36,13 +36,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import FaultRule, send_fault_rule
-from loadtest.analyze import analyze, select
-from loadtest.critical_path import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
-from loadtest.recorder import Recorder
-from loadtest.runner import open_loop
-from loadtest.schedule import Catalogue, Shot, constant_arrivals, plan, requests
-from loadtest.stack import Stack, StackConfig
-from loadtest.traces import Trace, load_traces, within
+from loadtest.analysis.breakdown import analyze, select
+from loadtest.analysis.categories import CATEGORIES, QUEUE_SIDE, WIRE_SIDE
+from loadtest.analysis.traces import Trace, load_traces, within
+from loadtest.devstack.config import StackConfig
+from loadtest.devstack.stack import Stack
+from loadtest.load.recorder import Recorder
+from loadtest.load.runner import open_loop
+from loadtest.load.schedule import Catalogue, Shot, constant_arrivals, plan, requests
 from tests.conftest import free_port
 
 # Two stacks, five faults, each 4 x (2 s without, 2 s with): about two and a half minutes.

@@ -31,14 +31,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from loadtest.analyze import CATEGORIES, analyze, load_traces
-from loadtest.critical_path import TraceResult
-from loadtest.sink import create_app, otlp_json
-from loadtest.traces import Trace, TraceFormatError, document_spans, group, normalise_id
+from loadtest.analysis.breakdown import CATEGORIES, analyze
+from loadtest.analysis.critical_path import TraceResult
+from loadtest.analysis.traces import (
+    Trace,
+    TraceFormatError,
+    document_spans,
+    group,
+    load_traces,
+    normalise_id,
+)
+from loadtest.devstack.sink import create_app
+from loadtest.otlp import otlp_json, request_from_json
 from tests.conftest import running_sink
 from tests.golden import T0_US, Case, G, hex_id, jaeger, otlp
 from tests.golden.cases import BOTH_FORMATS, HTTP, JAEGER_ONLY, OURS, QWAIT, RPC, SIDECARS
-from tests.otlp import request_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -516,7 +523,7 @@ async def test_sink_stores_what_an_exporter_sends(tmp_path: Path) -> None:
 
 
 async def count_spans(url: str) -> Any:
-    """The sink's span count, the endpoint loadtest/bench.py reads."""
+    """The sink's span count, the endpoint loadtest/bench/command.py reads."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{url}/count", raise_for_status=True) as response,
@@ -600,7 +607,7 @@ def test_an_id_that_is_neither_is_an_error() -> None:
 
 
 async def test_sink_without_out_only_counts(aiohttp_client: Any) -> None:
-    """What loadtest/bench.py runs: no file, the count, and a 400 for what is not OTLP."""
+    """What loadtest/bench/command.py runs: no file, the count, and a 400 for what is not OTLP."""
     client = await aiohttp_client(create_app())
     request = ExportTraceServiceRequest()
     request.resource_spans.add().scope_spans.add().spans.add(name="a")

@@ -51,9 +51,9 @@ from episode.contract import QUEUE as EPISODE_QUEUE
 from episode.settings import Settings as EpisodeSettings
 from episode.store import EpisodeStore
 from episode.worker import build_worker as build_episode_worker
+from loadtest.devstack.local_s3 import LocalS3
 from stream.contract import PRESIGN, Presign
 from stream.contract import QUEUE as STREAM_QUEUE
-from stream.local_s3 import LocalS3
 from stream.settings import Settings as StreamSettings
 from stream.store import seed_media
 from stream.worker import build_worker as build_stream_worker

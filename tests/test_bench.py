@@ -8,16 +8,10 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench import (
-    PROCESSES,
-    VARIANTS,
-    combined,
-    main,
-    median_interval,
-    report,
-    sampled_shares,
-    summarize,
-)
+from loadtest.bench.command import VARIANTS, main
+from loadtest.bench.judge import combined, median_interval, sampled_shares, summarize
+from loadtest.bench.measure import PROCESSES
+from loadtest.bench.report import report
 
 CPU = {  # per request, by process: off, 0%, 10% and 100%
     "off": {"gateway": 600, "episode": 300, "stream": 350, "broker": 350},

@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 
 from broker import FaultRule, send_fault_rule
-from loadtest.analyze import Report, analyze, select
-from loadtest.stack import Stack, StackConfig
-from loadtest.traces import load_traces, within
+from loadtest.analysis.breakdown import Report, analyze, select
+from loadtest.analysis.traces import load_traces, within
+from loadtest.devstack.config import StackConfig
+from loadtest.devstack.stack import Stack
 from tests.conftest import free_port
 
 DETAIL = "GET /dramas/{id}"

@@ -26,7 +26,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadtest import analyze, bench, compare, fault, load, scale, sink, stack
+from loadtest.analysis import command as analyze
+from loadtest.bench import command as bench
+from loadtest.bench import compare, scale
+from loadtest.devstack import run as stack
+from loadtest.devstack import sink
+from loadtest.load import command as load
+from loadtest.load import fault
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +43,7 @@ PARSERS: dict[str, tuple[str, Callable[[list[str]], object], argparse.ArgumentPa
     "analyze": ("python -m loadtest analyze", analyze.parse, analyze._parser()),
     "fault": ("python -m loadtest fault", fault.parse, fault.parser()),
     "sink": ("python -m loadtest sink", lambda a: sink.parser().parse_args(a), sink.parser()),
-    "stack": ("python -m loadtest.stack", lambda a: stack.parser().parse_args(a), stack.parser()),
+    "stack": ("python -m loadtest stack", lambda a: stack.parser().parse_args(a), stack.parser()),
     "compare": (
         "python -m loadtest compare",
         lambda a: compare.parser().parse_args(a),
@@ -135,10 +141,8 @@ def test_the_issues_examples_are_refused_in_one_line(
     command: str, argv: list[str], message: str
 ) -> None:
     """As a person runs them: the real command, a process of its own."""
-    module = "loadtest.stack" if command == "stack" else "loadtest"
-    args = [] if command == "stack" else [command]
     process = subprocess.run(
-        [sys.executable, "-m", module, *args, *argv],
+        [sys.executable, "-m", "loadtest", command, *argv],
         capture_output=True,
         text=True,
         timeout=30,

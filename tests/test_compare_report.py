@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtest.analyze import analyze
-from loadtest.compare import CATEGORIES, report
-from loadtest.traces import document_spans, group
+from loadtest.analysis.breakdown import analyze
+from loadtest.analysis.traces import document_spans, group
+from loadtest.bench.compare import CATEGORIES, report
 from tests.golden import jaeger
 from tests.golden.cases import HTTP, OURS
 

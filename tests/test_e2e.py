@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 from tests.conftest import PG_URL, StackConfigFactory, free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,5 +1,5 @@
-"""The fault matrix: the stack as processes (``loadtest.stack``), open-loop load running
-(``loadtest.runner``), one fault each, and what the clients saw asserted.
+"""The fault matrix: the stack as processes (``loadtest.devstack.stack``), open-loop load running
+(``loadtest.load.runner``), one fault each, and what the clients saw asserted.
 
 Every case: no request hung (none past its deadline + 1 s, no client timeout), every answer
 one of the documented statuses, failures fast once noticed (a 503 in milliseconds), the system
@@ -26,12 +26,12 @@ import aiohttp
 import msgspec
 import pytest
 
-from loadtest.load import discover
-from loadtest.recorder import Recorder
-from loadtest.runner import open_loop
-from loadtest.schedule import constant_arrivals, parse_mix, plan, requests
-from loadtest.stack import Stack
-from loadtest.supervise import supervise
+from loadtest.devstack.stack import Stack
+from loadtest.devstack.supervise import supervise
+from loadtest.load.command import discover
+from loadtest.load.recorder import Recorder
+from loadtest.load.runner import open_loop
+from loadtest.load.schedule import constant_arrivals, parse_mix, plan, requests
 from tests.conftest import StackConfigFactory
 from tests.test_api import rabbitmqctl
 from tests.test_outages import Database, bring_up, take_down

@@ -22,7 +22,7 @@ from broker import (
     collect_timings,
     send_fault_rule,
 )
-from loadtest import fault as fault_cli
+from loadtest.load import fault as fault_cli
 from tests.conftest import log_waiters
 
 

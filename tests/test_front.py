@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from loadtest.critical_path import CATEGORIES
-from loadtest.front import create_app
+from loadtest.analysis.categories import CATEGORIES
+from loadtest.devstack.front import create_app
 from tests.conftest import free_port
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]

@@ -32,7 +32,7 @@ from broker import (
 )
 from drama.settings import Settings as DramaSettings
 from episode.settings import Settings as EpisodeSettings
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 from tests.conftest import StackConfigFactory, free_port
 from tests.test_rpc import Answer, Ask, Service
 

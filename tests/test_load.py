@@ -28,10 +28,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from loadtest.load import parser, table
-from loadtest.load import run as run_load
-from loadtest.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
+from loadtest.load.command import parser, table
+from loadtest.load.command import run as run_load
+from loadtest.load.schedule import Catalogue, parse_mix, plan, poisson_arrivals, requests
 from tests.conftest import StackConfigFactory, free_port
 from tests.infra.conftest import TOOLS, run
 from tests.otlp import OtlpReceiver, Span
@@ -352,7 +352,8 @@ async def test_a_sweep_stops_where_p99_crosses_the_limit(serve: Any) -> None:
 async def test_the_locustfile_sends_the_same_mix_with_baggage(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
-    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py")]
+    command = [sys.executable, "-m", "locust"]
+    command += ["-f", str(ROOT / "loadtest" / "load" / "locustfile.py")]
     command += ["--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "2s"]
     command += ["--host", url, "--only-summary", "--loglevel", "WARNING"]
     environment = {**os.environ, "LOADTEST_RUN_ID": RUN_ID, "LOADTEST_USER_RATE": "25"}
@@ -378,10 +379,10 @@ LOCUST_CHECKOV_SKIPS = {
 
 @pytest.mark.integration
 def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -> None:
-    locustfile = (ROOT / "loadtest" / "locustfile.py").read_text()
+    locustfile = (ROOT / "loadtest" / "load" / "locustfile.py").read_text()
     assert (ROOT / "k8s" / "locust" / "locustfile.py").read_text() == locustfile, (
-        "k8s/locust/locustfile.py differs from loadtest/locustfile.py: "
-        "cp loadtest/locustfile.py k8s/locust/"
+        "k8s/locust/locustfile.py differs from loadtest/load/locustfile.py: "
+        "cp loadtest/load/locustfile.py k8s/locust/"
     )
     rendered = run("kubectl", "kustomize", ROOT / "k8s" / "locust").stdout
     (tmp_path / "locust.yaml").write_text(rendered)

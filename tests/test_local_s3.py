@@ -25,8 +25,9 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 from yarl import URL
 
-from stream.local_s3 import LocalS3, verify_query_auth
+from loadtest.devstack.local_s3 import LocalS3
 from stream.media import hls_sample
+from stream.sigv4 import verify_query_auth
 from stream.store import seed_media
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ async def test_module_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "stream.local_s3",
+        "loadtest.devstack.local_s3",
         "--port",
         "0",
         cwd=ROOT,

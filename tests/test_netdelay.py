@@ -12,7 +12,7 @@ import pytest
 
 from broker import FaultRule, Topology, send_fault_rule
 from broker._faults import Faults
-from loadtest.netdelay import Link, NetDelay
+from loadtest.devstack.netdelay import Link, NetDelay
 
 
 @pytest.fixture

@@ -41,10 +41,10 @@ from opentelemetry.util.types import AnyValue
 
 from broker import ConfigError, LeanSpan, LeanTracerProvider, _otlp_encode
 from broker._otlp import OtlpJsonSpanExporter, encode_spans
-from loadtest import bench_export
-from loadtest.traces import load_traces
+from loadtest.analysis.traces import load_traces
+from loadtest.bench import export as bench_export
+from loadtest.otlp import request_from_json
 from tests.conftest import free_port, running_sink
-from tests.otlp import request_from_json
 
 REMOTE = SpanContext(
     trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
@@ -539,7 +539,7 @@ async def test_configure_tracing_rejects_other_protocols(collector: Collector) -
 
 @pytest.mark.integration
 def test_the_export_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m loadtest.bench_export``, tiny: both exporters deliver, the table is printed."""
+    """``python -m loadtest.bench.export``, tiny: both exporters deliver, the table is printed."""
     assert bench_export.main(["--rounds", "1", "--batch", "16", "--repeat", "1"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("µs a span, batch 16")

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, Page, Response, async_playwright, expect
 
-from loadtest.stack import WEB_ROOT, Stack
+from loadtest.devstack.config import WEB_ROOT
+from loadtest.devstack.stack import Stack
 from tests.conftest import ROOT, StackConfigFactory, free_port
 
 pytestmark = pytest.mark.timeout(180)

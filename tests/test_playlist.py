@@ -26,9 +26,9 @@ from aiobotocore.config import AioConfig
 from yarl import URL
 
 from broker import BadRequest, NotFound
-from loadtest.stack import MEDIA_CACHE
+from loadtest.devstack.config import MEDIA_CACHE
+from loadtest.devstack.local_s3 import LocalS3
 from stream.contract import SignPlaylist
-from stream.local_s3 import LocalS3
 from stream.media import DramaMedia, encode_hls, ffmpeg_path, place
 from stream.playlist import PlaylistError, playlist_uris, sign_playlist
 from stream.store import seed_media

@@ -2,8 +2,8 @@
 
 botocore's clock is frozen the way its own tests freeze it (``botocore.auth.get_current_datetime``),
 and the same instant is passed to our signer as ``now``; then every byte of the two URLs must
-agree. The end-to-end half fetches objects through stream/local_s3.py, whose guard recomputes the
-SigV4 signature and checks the expiry as S3 does.
+agree. The end-to-end half fetches objects through loadtest/devstack/local_s3.py, whose guard
+recomputes the SigV4 signature and checks the expiry as S3 does.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from yarl import URL
 
-from loadtest.bench_presign import main as bench_presign
+from loadtest.bench.presign import main as bench_presign
+from loadtest.devstack.local_s3 import LocalS3
 from stream.contract import Presign
-from stream.local_s3 import LocalS3
 from stream.presign import (
     PROBE_KEY,
     BotocorePresigner,

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 from tests.conftest import free_port
 from tests.promql import metric_names
 from tests.test_metrics import send_malformed

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

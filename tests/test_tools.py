@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from loadtest.stack import Stack, venv_python
+from loadtest.devstack.config import venv_python
+from loadtest.devstack.stack import Stack
 from tests.conftest import ROOT, StackConfigFactory, free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -285,7 +286,7 @@ async def test_the_sink_rotates_its_file_and_analyze_reads_the_set(tmp_path: Pat
 
 def stack_command(tmp_path: Path, *extra: str) -> list[str]:
     return [
-        "-m", "loadtest.stack", "--workdir", str(tmp_path / "run"), "--http-port",
+        "-m", "loadtest", "stack", "--workdir", str(tmp_path / "run"), "--http-port",
         str(free_port()), "--s3-port", str(free_port()), "--sink-port", str(free_port()),
         "--episode-metrics-port", str(free_port()), "--stream-metrics-port", str(free_port()),
         *extra,
@@ -351,7 +352,7 @@ def test_make_run_passes_http_port() -> None:
         check=True,
         timeout=30,
     )
-    assert ".venv/bin/python -m loadtest.stack --http-port 18999" in done.stdout
+    assert ".venv/bin/python -m loadtest stack --http-port 18999" in done.stdout
 
 
 @pytest.mark.integration

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from loadtest.critical_path import analyse_trace
-from loadtest.stack import Stack
-from loadtest.traces import document_spans, group
+from loadtest.analysis.critical_path import analyse_trace
+from loadtest.analysis.traces import document_spans, group
+from loadtest.devstack.stack import Stack
 from tests.conftest import StackConfigFactory, free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -32,7 +32,7 @@ from broker import (
     set_request_log,
 )
 from episode.contract import LIST, QUEUE, ListEpisodes
-from loadtest.stack import Stack
+from loadtest.devstack.stack import Stack
 from tests.conftest import StackConfigFactory
 from tests.otlp import OtlpReceiver, Span, waterfall
 

@@ -1,9 +1,9 @@
 """The load generator's scenario mix for Locust, for runs spread over many machines.
 
-``locust -f loadtest/locustfile.py --host http://127.0.0.1:8080`` (``pip install -e '.[locust]'``),
-or the master and workers of ``k8s/locust/`` (which carry a copy of this file in a ConfigMap;
-the two must stay equal, a test checks it). Self-contained on purpose: the stock Locust image
-runs it without this project installed.
+``locust -f loadtest/load/locustfile.py --host http://127.0.0.1:8080``
+(``pip install -e '.[locust]'``), or the master and workers of ``k8s/locust/`` (which carry a
+copy of this file in a ConfigMap; the two must stay equal, a test checks it). Self-contained on
+purpose: the stock Locust image runs it without this project installed.
 
 The same mix as ``python -m loadtest load``: ``list`` pages ``GET /dramas`` with a random page
 size from a random known cursor, ``detail`` asks ``GET /dramas/{id}`` for a random known id;

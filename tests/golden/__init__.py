@@ -12,7 +12,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtest.critical_path import synthetic_id
+from loadtest.analysis.reshape import synthetic_id
 
 T0_US = 1_764_000_000_000_000  # an epoch in microseconds, for absolute times
 KIND_NUMBERS = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}

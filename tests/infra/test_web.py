@@ -1,7 +1,7 @@
 """Offline checks of the player's deployment: its image, and one set of routes everywhere.
 
 The page calls the API and the trace store on its own origin, so whatever serves it must route
-the same paths to the same places: the local front (loadtest/front.py), nginx in compose
+the same paths to the same places: the local front (loadtest/devstack/front.py), nginx in compose
 (deploy/web/routes.conf) and the gateway in a cluster (k8s/mesh/web.yaml with drama-service's
 route). These tests hold the three to one list.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtest import front
+from loadtest.devstack import front
 
 from .compose_files import compose_config
 from .conftest import ROOT, run

@@ -1,8 +1,8 @@
 import { useEffect, useState } from "react";
 import type { TraceRef } from "./api";
 
-// The analysed trace served by loadtest/trace_api.py: the analyser's categories and critical
-// path, computed in Python (loadtest/critical_path.py), never re-derived here.
+// The analysed trace served by loadtest/analysis/trace_api.py: the analyser's categories and
+// critical path, computed in Python (loadtest/analysis/critical_path.py), never re-derived here.
 export interface AnalysedSpan {
   span_id: string;
   parent_id: string;

@@ -1,0 +1,126 @@
+"""What a stack is made of: its settings, the processes' names, and what it takes from the host.
+
+`StackConfig` is one stack's ports, working directory and options; the tests make one per test
+(each with its own ports and RabbitMQ virtual host: `free_port`, `vhost`), ``make run`` one
+from its command line (`loadtest.devstack.run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
+# What each process logs once it serves (the embedded S3 prints it on stdout).
+READY = {
+    "s3": "local S3 listening on",
+    "sink": "OTLP sink listening on",
+    "episode": "episode-service ready",
+    "stream": "stream-service ready",
+    "drama": "drama-service listening on",
+    "netdelay": "netdelay ready",
+    "web": "player listening on",
+}
+SERVICES = ("episode", "stream", "drama")
+# Local-only key pair shared by the embedded S3 and stream-service; it guards nothing real.
+LOCAL_S3_KEY = {"AWS_ACCESS_KEY_ID": "local-s3", "AWS_SECRET_ACCESS_KEY": "local-s3-secret"}
+# Shared by every stack of the checkout (make run, the tests): encoding 20 dramas costs ~10 s.
+MEDIA_CACHE = ROOT / ".run" / "media-cache"
+WEB_ROOT = ROOT / "web" / "dist"  # `make web` builds it
+
+
+class StackError(RuntimeError):
+    """A process of the stack failed to start, seed or stop."""
+
+
+@dataclass
+class StackConfig:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    http_port: int = 8080
+    s3_port: int = 9000
+    workdir: Path = Path(".run")
+    drama_database_url: str | None = None  # default: SQLite files in workdir
+    episode_database_url: str | None = None
+    seed_dramas: int | None = None  # None: the ~20-drama sample catalogue
+    media_dramas: int = 20  # the bucket gets HLS samples for the first N dramas
+    # Where the seed keeps each drama's ffmpeg encoding for the next stack (None: encode anew).
+    media_cache: Path | None = MEDIA_CACHE
+    episode_metrics_port: int = 9101
+    stream_metrics_port: int = 9102
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every service
+    # How drama-service calls the workers; with "http" they serve RPC on these ports too.
+    transport: Literal["amqp", "http"] = "amqp"
+    episode_rpc_port: int = 9111
+    stream_rpc_port: int = 9112
+    echo: bool = False  # copy the processes' log lines to stdout
+    # With no OTEL_EXPORTER_OTLP_ENDPOINT: an OTLP sink on this port keeps the spans in
+    # workdir/spans.jsonl for `python -m loadtest analyze` (None: spans are not exported).
+    sink_port: int | None = None
+    # Route drama-service and the workers through the delaying proxy (loadtest.devstack.netdelay),
+    # so that `python -m loadtest fault --network-delay-ms N` can slow the network.
+    network_proxy: bool = False
+    # The player (web/dist) and the API on one origin (loadtest/devstack/front.py); None: no player.
+    web_port: int | None = None
+
+    @property
+    def spans_path(self) -> Path:
+        return self.workdir / "spans.jsonl"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the caller binds it soon after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def vhost(name: str) -> Iterator[str]:
+    """A RabbitMQ virtual host for the block (guest may use it), through rabbitmqctl: stacks
+    on one broker kept apart, since every stack uses the same queue and exchange names."""
+    run = ["rabbitmqctl", "-q"]
+    subprocess.run([*run, "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        [*run, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run([*run, "delete_vhost", name], check=False, capture_output=True)
+
+
+def check_broker(amqp_url: str) -> None:
+    """Raise a one-line :class:`StackError` if nothing listens at the broker's address."""
+    parts = urllib.parse.urlsplit(amqp_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        raise StackError(
+            f"RabbitMQ is not reachable at {host}:{port}: start it with "
+            "'rabbitmq-server -detached' (Debian package rabbitmq-server) or set AMQP_URL"
+        ) from None
+
+
+def venv_python() -> str:
+    """This interpreter as a command that works where it is printed: the venv's, relative to
+    the current directory when it is inside it (``.venv/bin/python``)."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
