@@ -38,6 +38,8 @@ DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 VHOST = "drama-streaming"
 BROKER = "127.0.0.1:5672"
 RABBITMQCTL = ["rabbitmqctl", "-q"]
+# The module's broker fixture takes seconds: its tests share one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("rabbitmq_permissions")
 TOPOLOGY_FREE = ("vhosts", "users", "permissions", "policies")
 
 
@@ -164,6 +166,7 @@ async def round_trips(broker: Broker) -> None:
         assert time.monotonic() - started < 4  # answered, not the 5 s timeout
 
 
+@pytest.mark.integration
 async def test_admin_password_matches_its_hash(broker: Broker) -> None:
     admin = env_file("rabbitmq-admin.env")
     url = broker.url(admin["RABBITMQ_ADMIN_USER"], admin["RABBITMQ_ADMIN_PASSWORD"])
@@ -221,6 +224,7 @@ async def echo_message(_message: aio_pika.abc.AbstractIncomingMessage) -> None:
         ("stream-service", "declare exchange stream.other"),
     ],
 )
+@pytest.mark.integration
 async def test_users_are_refused_what_they_do_not_need(
     broker: Broker, service: str, action: str
 ) -> None:
