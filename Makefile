@@ -75,11 +75,15 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 # Integration tests wait on processes and the broker more than they compute: more workers
-# than cores (PYTEST_WORKERS=1: one at a time, as before the tiers).
-PYTEST_WORKERS ?= 4
-## integration: the integration tier (RabbitMQ, PostgreSQL, processes) in parallel (xdist)
+# than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
+# (latencies, rates, attributions asserted) run after them, one at a time: a neighbour's load
+# would be measured as theirs.
+PYTEST_WORKERS ?= 3
+## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
+## then its timing tests alone
 integration: $(STAMP) tools $(WEB_BUILT)
-	$(BIN)/pytest -m integration -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -m "integration and not timing" -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -m "integration and timing"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -662,6 +662,7 @@ async def test_worker_error_replies_map_to_http(
             assert INTERNAL_DETAIL not in body["detail"]
 
 
+@pytest.mark.timing
 async def test_not_ready_while_the_broker_connection_is_lost(
     broker_url: str, vhost: str, media: Media, start_api: StartApi
 ) -> None:

@@ -203,6 +203,7 @@ async def _pending(api: Api, count: int) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("bound", ["admission", "bulkhead"])
 async def test_overload_is_shed_at_once(
     bound: str,
