@@ -13,8 +13,8 @@ WEB_BUILT := web/dist/.built
 WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts \
 	web/tsconfig.json
 
-.PHONY: run test tools lint types imports pytest web webtest preflight bench scale compare \
-	seed-large soak clean
+.PHONY: run test unit integration tools lint types imports pytest web webtest preflight bench \
+	scale compare seed-large soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -67,8 +67,23 @@ tools: $(CHECKOV) $(ACTIONLINT)
 run: $(STAMP) preflight $(WEB_BUILT)
 	$(BIN)/python -m loadtest stack $(if $(HTTP_PORT),--http-port $(HTTP_PORT))
 
-## test: lint, types, import contracts and the test suite (real RabbitMQ and PostgreSQL)
+## test: lint, types, import contracts and both test tiers (real RabbitMQ and PostgreSQL)
 test: lint types imports webtest pytest
+
+## unit: the unit tier alone (no broker, database or process; about a minute): tests/tiers.py
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration"
+
+# Integration tests wait on processes and the broker more than they compute: more workers
+# than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
+# (latencies, rates, attributions asserted) run after them, one at a time: a neighbour's load
+# would be measured as theirs.
+PYTEST_WORKERS ?= 3
+## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
+## then its timing tests alone
+integration: $(STAMP) tools $(WEB_BUILT)
+	$(BIN)/pytest -m "integration and not timing" -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -m "integration and timing"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -80,8 +95,8 @@ types: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) tools $(WEB_BUILT)
-	$(BIN)/pytest
+# The unit tier first: it fails in seconds where the integration tier takes minutes.
+pytest: unit integration
 
 ## bench: GET /dramas/{id} and one RPC against the bare minimum of ../shared/reference-bench
 bench: $(STAMP)

@@ -14,6 +14,7 @@ from broker import (
     GuardedRpcClient,
     HttpRpcClient,
     ReadCache,
+    RpcClient,
     metrics_handler,
     redact_url,
 )
@@ -29,8 +30,12 @@ from .timing import server_timing
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The application; its database engine and RPC client open on startup, close on cleanup."""
+def create_app(settings: Settings, rpc_transport: RpcClient | None = None) -> web.Application:
+    """The application; its database engine and RPC client open on startup, close on cleanup.
+
+    ``rpc_transport`` replaces the client ``RPC_TRANSPORT`` selects (the unit tests pass an
+    in-memory one, :class:`broker.rpc.InMemoryRpcClient`); the caller opens and closes it.
+    """
     # Outermost first: Server-Timing sees every response, problem+json ones included; admission
     # sheds before the deadline starts. With tracing on, the OpenTelemetry server middleware is
     # put in front of them all (instrument()).
@@ -56,6 +61,11 @@ def create_app(settings: Settings) -> web.Application:
         await store.close()
 
     async def rpc(app: web.Application) -> AsyncIterator[None]:
+        if rpc_transport is not None:
+            app[handlers.RPC] = rpc_transport
+            app[handlers.CALLS] = guarded(rpc_transport)
+            yield
+            return
         client = rpc_client(settings)
         await client.connect()
         if settings.rpc_transport == "http":
@@ -67,14 +77,17 @@ def create_app(settings: Settings) -> web.Application:
         else:
             log.info("connected to the broker at %s", redact_url(settings.amqp_url))
         app[handlers.RPC] = client
-        app[handlers.CALLS] = GuardedRpcClient(
+        app[handlers.CALLS] = guarded(client)
+        yield
+        await client.close()
+
+    def guarded(client: RpcClient) -> GuardedRpcClient:
+        return GuardedRpcClient(
             client,
             max_waiting=settings.rpc_max_waiting,
             failures=settings.breaker_failures,
             cooldown=settings.breaker_cooldown_ms / 1000,
         )
-        yield
-        await client.close()
 
     app.cleanup_ctx.extend([database, rpc, admitting.adapting])
     app.router.add_get("/dramas", handlers.list_dramas, name="list_dramas")

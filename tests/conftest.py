@@ -1,12 +1,24 @@
-"""Shared fixtures: the real RabbitMQ and PostgreSQL of this machine, isolated per test."""
+"""Shared fixtures: the real RabbitMQ and PostgreSQL of this machine, isolated per test; and
+the two tiers.
+
+A test is in the **integration** tier (``make test``; ``-m integration``, run in parallel by
+pytest-xdist) when it asks for one of ``INTEGRATION_FIXTURES`` (marked here, at collection) or
+its module says ``pytestmark = pytest.mark.integration``. Every other test is in the **unit**
+tier (``make unit``): in-process apps, parsers, shapes; no broker, no database, no subprocess.
+A unit test that connects to RabbitMQ or PostgreSQL, or starts a process, fails and says to
+mark it, so a new test cannot land in the wrong tier unnoticed. Unit tests on the in-memory
+RPC transport belong to the unit tier: they need no mark.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +35,29 @@ from loadtest.devstack.config import free_port as free_port  # noqa: PLC0414 - r
 from loadtest.devstack.config import vhost as rabbitmq_vhost
 from loadtest.devstack.stack import Stack
 from tests.otlp import OtlpReceiver
+from tests.tiers import (  # noqa: F401 - the tiers' hooks, registered by being here
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+)
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Return once 127.0.0.1:``port`` accepts a connection; fail if ``process`` exits first
+    or ``timeout`` passes (readiness by the port, not by what the process prints)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.02)  # a probe's interval; the deadline bounds the wait
+        else:
+            return
+    pytest.fail(f"{process.args!r} {'exited' if process.poll() is not None else 'did not listen'}")
 
 
 @contextmanager
@@ -37,8 +68,7 @@ def running_sink(out: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "loadtest", "sink", "--port", str(port), "--out", str(out)]
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
         try:
-            assert process.stdout is not None
-            assert "OTLP sink listening on" in process.stdout.readline()
+            wait_for_port(port, process)
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()
@@ -89,7 +119,13 @@ async def receiver() -> AsyncIterator[tuple[OtlpReceiver, str]]:
 
 
 @pytest.fixture
-def amqp_url() -> str:
+def amqp_url(request: pytest.FixtureRequest) -> str:
+    """The broker's URL; with ``@pytest.mark.own_vhost``, a vhost of this test alone (the
+    ``vhost`` fixture), for a test that closes every connection of its vhost while other
+    tests run in parallel. Not with ``stack_config``, which puts its own vhost in the URL."""
+    if request.node.get_closest_marker("own_vhost"):
+        name: str = request.getfixturevalue("vhost")
+        return f"{AMQP_URL.rstrip('/')}/{name}"
     return AMQP_URL
 
 
@@ -102,6 +138,8 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         dead_letter_exchange=f"test.{uid}.rpc.dlx",
         dead_letter_queue=f"test.{uid}.rpc.dead",
         control_exchange=f"test.{uid}.rpc.control",
+        cancel_exchange=f"test.{uid}.rpc.cancel",
+        unroutable_exchange=f"test.{uid}.rpc.unroutable",
     )
     yield topo
     connection = await aio_pika.connect(amqp_url)
@@ -111,6 +149,9 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         await channel.exchange_delete(topo.dead_letter_exchange)
         await channel.queue_delete(topo.dead_letter_queue)
         await channel.exchange_delete(topo.control_exchange)
+        await channel.exchange_delete(topo.cancel_exchange)
+        await channel.exchange_delete(topo.unroutable_exchange)
+        await channel.queue_delete(topo.unroutable_exchange)
 
 
 @pytest.fixture

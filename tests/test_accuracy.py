@@ -47,7 +47,7 @@ from loadtest.load.schedule import Catalogue, Shot, constant_arrivals, plan, req
 from tests.conftest import free_port
 
 # Two stacks, five faults, each 4 x (2 s without, 2 s with): about two and a half minutes.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.timing]
 
 DETAIL = "GET /dramas/{id}"
 # 128 traces a side; few requests at once, so that the faults do not crowd the CPU.

@@ -30,6 +30,8 @@ from broker.service import amqp_url as checked_amqp_url
 from tests.conftest import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's rabbitmq-server, as .ci/run installs it
+# The module's broker fixture takes seconds: its tests share one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("amqp_tls")
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ def settings_url(url: str, ca_file: Path) -> str:
     return WorkerSettings.from_env(env, prefetch=4, metrics_port=9).amqp_url
 
 
+@pytest.mark.integration
 async def test_rpc_round_trip_over_amqps_verified_by_the_ca_bundle(tls_broker: TlsBroker) -> None:
     url = settings_url(tls_broker.url(), tls_broker.ca_file)
     worker = RpcWorker(url, "tls.echo")
@@ -205,6 +208,7 @@ async def test_rpc_round_trip_over_amqps_verified_by_the_ca_bundle(tls_broker: T
         assert await client.call("tls.echo", Ask(21), Ask) == Ask(21)
 
 
+@pytest.mark.integration
 async def test_a_broker_certificate_from_another_ca_is_refused(tls_broker: TlsBroker) -> None:
     url = settings_url(tls_broker.url(), tls_broker.other_ca_file)
     with pytest.raises((ConnectionError, RpcUnavailable)) as raised:

@@ -347,6 +347,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.integration
 async def test_cli_json_on_files_of_both_formats(tmp_path: Path) -> None:
     first = write(tmp_path, jaeger(OURS), "ours.json")
     second = write(tmp_path, otlp(HTTP, ids="base64", kinds="name"), "http.json")
@@ -363,6 +364,7 @@ async def test_cli_json_on_files_of_both_formats(tmp_path: Path) -> None:
     assert document["categories"]["network"]["share"] == round(2300 / 34000, 4)
 
 
+@pytest.mark.integration
 async def test_cli_table_and_filters(tmp_path: Path) -> None:
     other = Case(
         trace_id="1" * 32,
@@ -396,6 +398,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.integration
 async def test_cli_plot_and_html(tmp_path: Path) -> None:
     cases = [queued(i, 1000 * i) for i in range(1, 21)]
     path = write(tmp_path, {"data": [jaeger(c)["data"][0] for c in cases]})
@@ -441,6 +444,7 @@ async def jaeger_query(v3: bool) -> tuple[TestServer, list[tuple[str, dict[str, 
     return server, asked
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("v3", [True, False], ids=["v3-otlp", "v1-fallback"])
 async def test_jaeger_query_api(v3: bool) -> None:
     server, asked = await jaeger_query(v3)
@@ -501,6 +505,7 @@ def export_ours(endpoint: str) -> None:
         provider.shutdown()
 
 
+@pytest.mark.integration
 async def test_sink_stores_what_an_exporter_sends(tmp_path: Path) -> None:
     out = tmp_path / "spans.jsonl"
     with running_sink(out) as url:

@@ -319,10 +319,15 @@ class Hold:
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
+        self.cancelled = 0  # calls stopped because their callers gave up
 
     async def __call__(self, _request: object) -> NoReturn:
         self.entered.set()
-        await self.release.wait()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         raise NotFound("released by the test")
 
 
@@ -657,6 +662,7 @@ async def test_worker_error_replies_map_to_http(
             assert INTERNAL_DETAIL not in body["detail"]
 
 
+@pytest.mark.timing
 async def test_not_ready_while_the_broker_connection_is_lost(
     broker_url: str, vhost: str, media: Media, start_api: StartApi
 ) -> None:

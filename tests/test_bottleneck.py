@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from broker.rpc import FaultRule, send_fault_rule
 from loadtest.analysis.breakdown import Report, analyze, select
@@ -48,6 +49,8 @@ async def fault(amqp_url: str, expect: int, **rule: Any) -> None:
     assert len(acks) == expect
 
 
+@pytest.mark.timing
+@pytest.mark.timeout(180)
 async def test_the_analyser_names_the_bottleneck_made_on_purpose(
     stack_config: Callable[..., StackConfig],
 ) -> None:

@@ -135,6 +135,7 @@ REFUSED = [
 ]  # fmt: skip
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("command", "argv", "message"), REFUSED)
 def test_the_issues_examples_are_refused_in_one_line(
     command: str, argv: list[str], message: str
@@ -214,6 +215,7 @@ small_runs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.integration
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flags=small_runs)
 def test_a_small_valid_run_exits_0_only_with_a_result(
@@ -301,6 +303,7 @@ def test_analyze_exits_0_only_with_traces(
 COMMANDS = ["analyze", "bench", "compare", "fault", "load", "scale", "sink", "stack"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_is_plain_text_with_defaults_and_every_option_explained(command: str) -> None:
     process = subprocess.run(
@@ -351,6 +354,7 @@ def help_variables(service: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("service", ["drama", "episode", "stream"])
 def test_service_help_lists_the_readme_environment_table(service: str) -> None:
     """Generated from the settings code, compared with the README: neither can drift."""

@@ -50,7 +50,7 @@ ENV = {
     "HTTP_IDLE_TIMEOUT_S": "2",
 }
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.timing]
 
 
 @dataclass

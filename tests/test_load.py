@@ -311,6 +311,7 @@ RESULT_SCHEMA: dict[str, Any] = {
 }
 
 
+@pytest.mark.integration
 async def test_the_command_writes_json_to_stdout_and_the_table_to_stderr(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
@@ -347,6 +348,8 @@ async def test_a_sweep_stops_where_p99_crosses_the_limit(serve: Any) -> None:
     assert result["steps"][-1]["latency_ms"]["p99"] > 250 >= result["steps"][1]["latency_ms"]["p99"]
 
 
+@pytest.mark.integration
+@pytest.mark.timing
 async def test_the_locustfile_sends_the_same_mix_with_baggage(serve: Any) -> None:
     api = FakeApi()
     url = await serve(api)
@@ -375,6 +378,7 @@ LOCUST_CHECKOV_SKIPS = {
 }
 
 
+@pytest.mark.integration
 def test_the_locust_manifests_render_validate_and_pass_checkov(tmp_path: Path) -> None:
     locustfile = (ROOT / "loadtest" / "load" / "locustfile.py").read_text()
     assert (ROOT / "k8s" / "locust" / "locustfile.py").read_text() == locustfile, (

@@ -267,6 +267,7 @@ def test_signature_matches_the_aws_documentation_example() -> None:
     assert verify(signed_at, path="/test.txt2") == "SignatureDoesNotMatch"
 
 
+@pytest.mark.integration
 async def test_module_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     bucket, key = "media", "dramas/9/ep001/index.m3u8"
     env = os.environ | {

@@ -320,6 +320,7 @@ def test_the_services_lean_spans_keep_their_events_and_links() -> None:
 # --- delivery ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_a_batch_processor_delivers_spans_to_the_sink_and_the_analyser_reads_them(
     tmp_path: Path, compression: str
@@ -531,6 +532,7 @@ async def run_service(collector: Collector, **env: str) -> tuple[int, str]:
         ({"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, "application/x-protobuf"),
     ],
 )
+@pytest.mark.integration
 async def test_configure_tracing_sends_json_unless_told_protobuf(
     collector: Collector, env: dict[str, str], content_type: str
 ) -> None:
@@ -553,6 +555,7 @@ _ENTRY_POINT = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 async def test_the_entry_point_builds_the_exporter_from_the_environment(
     collector: Collector,
 ) -> None:
@@ -575,6 +578,7 @@ async def test_the_entry_point_builds_the_exporter_from_the_environment(
     ]
 
 
+@pytest.mark.integration
 async def test_configure_tracing_rejects_other_protocols(collector: Collector) -> None:
     code, stderr = await run_service(collector, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
     assert code != 0
@@ -582,6 +586,7 @@ async def test_configure_tracing_rejects_other_protocols(collector: Collector) -
     assert collector.headers == []
 
 
+@pytest.mark.integration
 def test_the_export_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m loadtest.bench.export``, tiny: both exporters deliver, the table is printed."""
     assert bench_export.main(["--rounds", "1", "--batch", "16", "--repeat", "1"]) == 0

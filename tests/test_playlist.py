@@ -117,6 +117,7 @@ def probe(path: Path) -> list[dict[str, str]]:
     return streams
 
 
+@pytest.mark.integration
 async def test_encoded_media_is_h264_and_aac_in_two_second_segments(tmp_path: Path) -> None:
     encoded = await encode_hls("7. A title with 'quotes', colons: and %percent", ffmpeg=ffmpeg())
     assert sorted(encoded) == ["index.m3u8", "seg000.ts", "seg001.ts", "seg002.ts"]
@@ -136,6 +137,7 @@ async def test_encoded_media_is_h264_and_aac_in_two_second_segments(tmp_path: Pa
     ]
 
 
+@pytest.mark.integration
 async def test_every_segment_url_of_a_signed_playlist_is_served(
     s3: S3Client, seeded: str, http: aiohttp.ClientSession
 ) -> None:
@@ -161,6 +163,7 @@ async def test_every_segment_url_of_a_signed_playlist_is_served(
         assert body[::188] == b"\x47" * (len(body) // 188)
 
 
+@pytest.mark.integration
 async def test_altered_segment_urls_are_refused(
     s3: S3Client, seeded: str, http: aiohttp.ClientSession
 ) -> None:
@@ -179,6 +182,7 @@ async def test_altered_segment_urls_are_refused(
     assert status == 403
 
 
+@pytest.mark.integration
 async def test_expired_segment_urls_are_refused(
     s3: S3Client, seeded: str, http: aiohttp.ClientSession
 ) -> None:
@@ -205,6 +209,7 @@ async def test_expired_segment_urls_are_refused(
         "%2e%2e/ep002/seg000.ts",
     ],
 )
+@pytest.mark.integration
 async def test_a_playlist_naming_another_prefix_gets_nothing_signed(
     s3: S3Client, seeded: str, uri: str
 ) -> None:
@@ -252,6 +257,7 @@ async def test_init_segments_and_keys_are_signed_and_master_playlists_refused() 
         playlist_uris(KEY, master)
 
 
+@pytest.mark.integration
 async def test_missing_and_malformed_playlist_keys(s3: S3Client, seeded: str) -> None:
     procedures = Procedures(s3, seeded, ttl_s=300)
     with pytest.raises(NotFound):

@@ -366,8 +366,19 @@ async def test_no_broker_connection_fails_fast(topology: Topology) -> None:
         await AmqpRpcClient("amqp://guest:guest@127.0.0.1:1/", topology=topology).connect()
 
 
+@pytest.mark.own_vhost  # it closes every connection of its vhost: other tests run meanwhile
 async def test_connection_loss_fails_pending_calls_then_recovers(
-    worker: RpcWorker, client: AmqpRpcClient, service: Service
+    worker: RpcWorker, amqp_url: str, topology: Topology, service: Service, vhost: str
+) -> None:
+    # Reconnecting after 3 s (not 1): rabbitmqctl itself can take a second or more on a busy
+    # machine, and the client must still be down when the test asks it.
+    client = AmqpRpcClient(amqp_url, timeout=2.0, topology=topology, reconnect_interval=3.0)
+    async with client:
+        await _lose_the_connection_and_recover(client, service, vhost)
+
+
+async def _lose_the_connection_and_recover(
+    client: AmqpRpcClient, service: Service, vhost: str
 ) -> None:
     pending = [
         asyncio.create_task(client.call("t.echo", Ask(i, block=True), Answer, timeout=10))
@@ -376,7 +387,7 @@ async def test_connection_loss_fails_pending_calls_then_recovers(
     await service.entered.wait()
     started = time.monotonic()
     closer = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-q", "close_all_connections", "test: connection loss"
+        "rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection loss"
     )
     assert await closer.wait() == 0
     results = await asyncio.gather(*pending, return_exceptions=True)

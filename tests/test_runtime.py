@@ -44,6 +44,7 @@ def test_settings_errors_name_the_variable() -> None:
     assert env.integer("UNSET", 7) == 7
 
 
+@pytest.mark.integration
 def test_gc_tuning_freezes_start_up_and_raises_the_young_threshold() -> None:
     before = gc.get_threshold()
     try:
@@ -60,6 +61,7 @@ def test_gc_tuning_freezes_start_up_and_raises_the_young_threshold() -> None:
 @pytest.mark.parametrize(
     ("variable", "value"), [("GC_GEN0_THRESHOLD", "lots"), ("REQUEST_LOG", "some")]
 )
+@pytest.mark.integration
 def test_a_bad_runtime_variable_stops_the_service(variable: str, value: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "episode"],

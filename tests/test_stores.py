@@ -50,7 +50,7 @@ async def pg_url() -> AsyncIterator[str]:
         await admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         # A directory that does not exist yet: open() must create it.

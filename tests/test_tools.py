@@ -175,6 +175,7 @@ def otlp_line(trace_id: str, spans: list[tuple[str, str, int, int]]) -> str:
     )
 
 
+@pytest.mark.integration
 async def test_analyze_right_after_the_spans_waits_for_the_rest(tmp_path: Path) -> None:
     """A trace whose child came in and whose root is still on its way: the analyser says it
     waits, and once the root is written (after that line), reads the whole trace."""
@@ -200,6 +201,7 @@ async def test_analyze_right_after_the_spans_waits_for_the_rest(tmp_path: Path) 
     assert document["per_trace"][0]["duration_ms"] == 9.0
 
 
+@pytest.mark.integration
 async def test_analyze_says_how_many_traces_look_incomplete(tmp_path: Path) -> None:
     old = time.time_ns() - 60 * 10**9  # long exported: nothing to wait for
     spans = tmp_path / "spans.jsonl"
@@ -216,6 +218,7 @@ async def test_analyze_says_how_many_traces_look_incomplete(tmp_path: Path) -> N
     assert json.loads(out)["selection"]["incomplete_traces"] == 1
 
 
+@pytest.mark.integration
 async def test_a_window_and_a_run_that_select_nothing_say_so(tmp_path: Path) -> None:
     old = time.time_ns() - 3600 * 10**9
     spans = tmp_path / "spans.jsonl"
@@ -239,6 +242,7 @@ def files_of(directory: Path) -> tuple[dict[str, int], list[Any]]:
     return {p.name: p.stat().st_size for p in files}, lines
 
 
+@pytest.mark.integration
 async def test_the_sink_rotates_its_file_and_analyze_reads_the_set(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "spans.jsonl"
@@ -338,6 +342,7 @@ async def test_fault_with_a_wrong_password_fails_in_one_line(amqp_url: str) -> N
     assert "nope" not in err
 
 
+@pytest.mark.integration
 def test_make_run_passes_http_port() -> None:
     done = subprocess.run(
         ["make", "-n", "run", "HTTP_PORT=18999", "STAMP="],
@@ -350,6 +355,7 @@ def test_make_run_passes_http_port() -> None:
     assert ".venv/bin/python -m loadtest stack --http-port 18999" in done.stdout
 
 
+@pytest.mark.integration
 def test_the_banner_names_a_python_that_works_as_printed() -> None:
     python = venv_python()
     assert python == str(Path(sys.executable).relative_to(ROOT)) or python == sys.executable

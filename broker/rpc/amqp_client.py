@@ -28,11 +28,14 @@ from opentelemetry import trace
 from pamqp.commands import Basic
 
 from broker.errors import RpcTimeout, RpcUnavailable, RpcUnroutable
+from broker.rpc import unroutable
 from broker.rpc.calls import Call, call_chain
+from broker.rpc.cancel import announce_cancel
 from broker.rpc.deadletter import keep_unroutable
 from broker.rpc.observe import producer_span, reply_wait_span
 from broker.rpc.publish import send_request
 from broker.rpc.returns import watch_returns
+from broker.rpc.topology import declare_for_callers
 from broker.rpc.transit import TRANSIT_NS, BrokerRoundTrip
 from broker.rpc.wire import (
     CONTENT_TYPE,
@@ -140,15 +143,7 @@ class AmqpRpcClient:
             self._channel = channel
             channel.close_callbacks.add(self._on_channel_close)
             channel.reopen_callbacks.add(self._on_channel_reopen)
-            # The exchange is the client's contract with the workers; declaring it (idempotent)
-            # lets the client start before any worker and get fast "unroutable" answers.
-            await channel.declare_exchange(
-                self._topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            # Where returned (unroutable) requests are kept, as the workers declare it.
-            await channel.declare_exchange(
-                self._topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-            )
+            await declare_for_callers(channel, self._topology)
             await self._consume_replies()
             await self._measuring.enter_async_context(self._broker_rtt.measuring(self._connection))
         except BaseException:
@@ -255,6 +250,10 @@ class AmqpRpcClient:
                 reply, received_ns = await future
         except TimeoutError:
             raise RpcTimeout(method, timeout) from None
+        except asyncio.CancelledError:
+            # The caller gave up: its worker may stop (a task of its own: this one is cancelled).
+            announce_cancel(self._keeping, self._amqp, self._topology, method, correlation_id)
+            raise
         finally:
             self._pending.pop(correlation_id, None)
             if future.done() and not future.cancelled():
@@ -350,6 +349,7 @@ class AmqpRpcClient:
         if not self._confirms:
             watch_returns(cast(aiormq.Channel, self._amqp), self._on_returned)
         await self._amqp.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        await unroutable.consume(self._amqp, self._topology)
         self._ready.set()
 
     def _keep(self, message: aiormq.abc.DeliveredMessage) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from broker.errors import RpcNotFound, RpcRemoteError, RpcRemoteUnavailable
+from broker.errors import RpcNotFound, RpcRemoteError, RpcRemoteUnavailable, RpcUnroutable
 from broker.rpc.wire import ErrorBody, Reply
 
 T = TypeVar("T")
@@ -50,6 +50,8 @@ def decode_reply(method: str, body: bytes, result_type: type[T]) -> T:
     except msgspec.DecodeError as exc:
         raise RpcRemoteError(method, "bad_reply", f"undecodable reply: {exc}") from None
     if reply.error is not None:
+        if reply.error.type == "unroutable":  # answered for the alternate exchange
+            raise RpcUnroutable(method, reply.error.message)
         raise remote_error(method, reply.error)
     if reply.result is None:
         raise RpcRemoteError(method, "bad_reply", "reply has neither result nor error")

@@ -137,6 +137,8 @@ async def serving_rpc_http(worker: RpcWorker, host: str, port: int) -> AsyncIter
         rpc_http_app(worker),
         access_log=None,
         shutdown_timeout=worker.grace,  # the same drain budget as over AMQP
+        # A caller that goes away cancels its handler (as over AMQP its cancel notice does).
+        handler_cancellation=True,
     )
     await runner.setup()
     try:

@@ -24,6 +24,7 @@ import msgspec
 
 from broker.errors import HandlerError
 from broker.outages import RepeatedLog, dependency_unavailable
+from broker.rpc.cancel import Cancellations
 from broker.rpc.wire import encode_error, encode_result
 
 Req = TypeVar("Req")
@@ -73,6 +74,8 @@ class Router:
         self.name = name
         self._middlewares = tuple(middlewares)
         self._routes: dict[str, Route[Any]] = {}
+        # The calls their callers gave up (broker/rpc/cancel.py): stopped, or never started.
+        self.cancellations = Cancellations()
 
     def register(
         self, method: str, request_type: type[Req], handler: Callable[[Req], Awaitable[Any]]
@@ -95,9 +98,14 @@ class Router:
         sent_at: int | None,
         timeout_ms: int | None,
         received_ns: int,
+        *,
+        correlation_id: str | None = None,
     ) -> tuple[bytes | None, str]:
         """Decode, run the handler, encode: the reply body (None when the deadline passed
-        first) and the outcome; raises :class:`Reject`."""
+        first, or the caller gave up: outcome ``late`` or ``cancelled``) and the outcome;
+        raises :class:`Reject`."""
+        if self.cancellations.noticed(correlation_id):
+            return None, "cancelled"  # given up while it waited in the queue: never started
         route = self._routes.get(method)
         if route is None:
             raise Reject("unknown_method", f"no method {method!r} on {self.name}")
@@ -111,10 +119,11 @@ class Router:
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise Reject("bad_request", f"malformed request: {exc}") from None
         try:
-            async with asyncio.timeout(remaining):
-                result = await route.handler(request)
+            async with asyncio.timeout(remaining) as scope:
+                with self.cancellations.running(correlation_id, scope):
+                    result = await route.handler(request)
         except TimeoutError:
-            return None, "late"
+            return None, "cancelled" if self.cancellations.noticed(correlation_id) else "late"
         except HandlerError as exc:
             return encode_error(exc.error_type, exc.message), exc.error_type
         except asyncio.CancelledError:

@@ -33,6 +33,9 @@ class Topology:
     dead_letter_exchange: str = "rpc.dlx"
     dead_letter_queue: str = "rpc.dead"
     control_exchange: str = "rpc.control"  # fault-injection rules (broker.rpc.faults)
+    cancel_exchange: str = "rpc.cancel"  # calls given up by their callers (broker.rpc.cancel)
+    # The alternate exchange of `exchange` (by policy) and its queue (broker.rpc.unroutable).
+    unroutable_exchange: str = "rpc.unroutable"
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

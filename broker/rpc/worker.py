@@ -28,6 +28,7 @@ from aiormq.abc import DeliveredMessage
 from opentelemetry import trace
 from pamqp.commands import Basic
 
+from broker.rpc.cancel import listen_for_cancels
 from broker.rpc.deadletter import counted_redelivery
 from broker.rpc.delivery import (
     DELIVERY_LIMIT,
@@ -174,6 +175,10 @@ class RpcWorker:
             self._channel = channel
             await channel.set_qos(prefetch_count=self._prefetch)
             await self._declare(channel)
+            router = self.router
+            await listen_for_cancels(
+                channel, self._topology, self._queue_name, router.methods, router.cancellations
+            )
             assert isinstance(channel, aio_pika.abc.AbstractRobustChannel)
             channel.reopen_callbacks.add(self._on_channel_reopen)
             await self._consume()
@@ -362,9 +367,11 @@ class RpcWorker:
             settled[0] = True
             return reject.error_type
         if body is None:
-            # The deadline passed while handling: the caller has its timeout already.
-            correlation_id = message.header.properties.correlation_id
-            log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
+            # The deadline passed while handling (the caller has its timeout already), or the
+            # caller gave up and said so: no reply, nobody waits for it.
+            if outcome == "late":
+                correlation_id = message.header.properties.correlation_id
+                log.warning("rpc late method=%s correlation_id=%s", method, correlation_id)
             await message.channel.basic_ack(tag(message))
         else:
             await reply(message, body, time.monotonic_ns() - started, queue_wait_ns, ack=True)
@@ -382,4 +389,11 @@ class RpcWorker:
         if not message.header.properties.reply_to:
             raise Reject("bad_request", "request has no reply_to", reply=False)
         timeout_ms = header_int(message.header.properties.headers, TIMEOUT_MS)
-        return await self.router.dispatch(method, message.body, sent_at, timeout_ms, received_ns)
+        return await self.router.dispatch(
+            method,
+            message.body,
+            sent_at,
+            timeout_ms,
+            received_ns,
+            correlation_id=message.header.properties.correlation_id,
+        )

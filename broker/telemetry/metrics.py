@@ -85,6 +85,11 @@ RPC_DEAD_LETTERED = Counter(
     "Requests a worker rejected to the dead-letter exchange.",
     ["queue", "reason"],
 )
+RPC_CANCEL_NOTICES = Counter(
+    "rpc_server_cancel_notices",
+    "Notices that a caller gave up a call, heard by a worker of this queue (broker/rpc/cancel.py).",
+    ["queue"],
+)
 
 
 @functools.lru_cache(maxsize=4096)

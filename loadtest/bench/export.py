@@ -1,11 +1,12 @@
-"""Span export micro benchmark: the official OTLP/protobuf exporter against `broker._otlp`'s JSON.
+"""Span export micro benchmark: the official OTLP/protobuf exporter against the JSON one of
+`broker.telemetry.otlp`.
 
 What the batch processor's thread spends on one batch of ``--batch`` spans like ours (a SERVER
 span and its CLIENT, PRODUCER, CONSUMER and INTERNAL children, ~10 attributes each), reported as
 CPU µs a span, medians of alternating rounds:
 
 - **encode**: the request body alone, the official ``encode_spans(...).SerializePartialToString()``
-  against ``broker._otlp.encode_spans``;
+  against ``broker.telemetry.otlp_encode.encode_spans``;
 - **export**: ``exporter.export(spans)``, encoding and the HTTP POST on a kept-alive connection to
   ``python -m loadtest sink`` (started here, in a process of its own, so that its CPU is not
   counted).

@@ -1,10 +1,11 @@
-"""Span making micro benchmark: the SDK's spans against `broker._spans`' lean ones.
+"""Span making micro benchmark: the SDK's spans against `broker.telemetry.spans`' lean ones.
 
 What making the spans of one ``GET /dramas/{id}`` costs drama-service's thread (7 spans shaped
 like its own: ``loadtest.bench.export.make_request``), with the SDK's ``TracerProvider`` and
-with :class:`broker.LeanTracerProvider`, each sampling everything and ending its spans into a
-batch processor whose exporter drops them (exporting is ``bench_export``'s to measure). CPU µs
-a request and a span, medians of alternating rounds, and their ratio.
+with :class:`broker.telemetry.spans.LeanTracerProvider`, each sampling everything and ending
+its spans into a batch processor whose exporter drops them (exporting is
+``loadtest.bench.export``'s to measure). CPU µs a request and a span, medians of alternating
+rounds, and their ratio.
 """
 
 from __future__ import annotations

@@ -303,7 +303,8 @@ class NetDelay:
                         correlation_id=message.correlation_id,
                     ),
                     routing_key=message.reply_to,
-                    # RabbitMQ 3.x returns direct reply-to messages sent mandatory (broker/_faults).
+                    # RabbitMQ 3.x returns direct reply-to messages sent mandatory
+                    # (broker.rpc.faults).
                     mandatory=False,
                 )
 

@@ -29,6 +29,7 @@ from loadtest.devstack.config import (
     check_broker,
     free_port,
 )
+from loadtest.devstack.policies import set_ae_policy
 from loadtest.otlp import rotated_set
 
 
@@ -145,6 +146,7 @@ class Stack:
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
+        set_ae_policy(self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
         await self.start_process(
@@ -213,18 +215,22 @@ class Stack:
     async def start_process(
         self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
     ) -> None:
-        """Start ``python -m module`` and wait until it logs that it is ready.
+        """Start ``python -m module`` and wait until it is ready: its port accepts (the
+        embedded S3, the sink, the player), its ``/readyz`` says 200 (a worker: consuming; and
+        its RPC port accepts when it serves one), its ``/healthz`` answers (drama-service), or,
+        for netdelay, which has no probe for its control queue, it prints that it is ready.
 
         ``env`` adds variables to the process's environment (say, another ``HTTP_PORT``).
         """
         self._ready[name] = asyncio.Event()
         self._logs[name] = (self.config.workdir / f"{name}.log").open("a", encoding="utf-8")
+        environment = {**self.env(name), **(env or {})}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             module,
             *args,
-            env={**self.env(name), **(env or {})},
+            env=environment,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops the rest in order
@@ -232,13 +238,33 @@ class Stack:
         self.processes[name] = process
         self._readers[name] = asyncio.create_task(self._read(name, process))
         exited = asyncio.create_task(process.wait())
-        ready = asyncio.create_task(self._ready[name].wait())
+        ready = asyncio.create_task(self._until_ready(name, args, environment))
         done, _ = await asyncio.wait({exited, ready}, timeout=30, return_when="FIRST_COMPLETED")
         exited.cancel()
         ready.cancel()
         if ready not in done:
             state = "exited" if exited in done else "did not get ready in 30 s"
             raise StackError(f"{name} {state}; see {self.config.workdir / name}.log")
+
+    async def _until_ready(self, name: str, args: tuple[str, ...], env: Mapping[str, str]) -> None:
+        """Return once process ``name`` (started with ``args`` and ``env``) is ready."""
+        kind = _kind(name)
+        probes: list[tuple[int, str | None]]  # (port, None: it accepts; a path: GET is 200)
+        if kind == "netdelay":
+            await self._ready[name].wait()
+            return
+        if kind in ("s3", "sink", "web"):
+            probes = [(int(args[args.index("--port") + 1]), None)]
+        elif kind == "drama":
+            probes = [(int(env["HTTP_PORT"]), "/healthz")]
+        else:  # a worker: consuming (/readyz), and taking RPC over HTTP if it serves it
+            probes = [(int(env["METRICS_PORT"]), "/readyz")]
+            if "RPC_HTTP_PORT" in env:
+                probes.append((int(env["RPC_HTTP_PORT"]), None))
+        for port, path in probes:
+            # Another process's port: no event of ours to await, a probe as a kubelet's.
+            while not await _answers(port, path):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)  # start_process bounds the wait
 
     async def _read(self, name: str, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -284,6 +310,27 @@ def _with_port(url: str, port: int) -> str:
     credentials = parts.netloc.rpartition("@")[0]
     netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _answers(port: int, path: str | None) -> bool:
+    """Whether 127.0.0.1:``port`` accepts a connection and, with ``path``, answers
+    ``GET path`` with 200."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        if path is None:
+            return True
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status = await reader.readline()
+        return status.split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def _message(line: str) -> str:

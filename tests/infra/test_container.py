@@ -77,6 +77,7 @@ def stages() -> list[Stage]:
     return result
 
 
+@pytest.mark.integration
 def test_hadolint_finds_nothing() -> None:
     # Default threshold: any finding (error, warning, info, style) fails.
     run(tool("hadolint"), DOCKERFILE)
@@ -121,6 +122,7 @@ def test_seed_target_is_the_app_plus_ffmpeg_and_runs_unprivileged() -> None:
             assert "apt-get" not in " ".join(stage.args("RUN")), stage.name
 
 
+@pytest.mark.integration
 def test_only_the_stream_seed_runs_the_seed_target() -> None:
     """compose builds the seed target for stream-seed alone; every other program of ours runs
     the default target, which has no ffmpeg."""
@@ -191,19 +193,23 @@ def is_one_shot(service: dict[str, Any]) -> bool:
     return service.get("restart") == "no"
 
 
+@pytest.mark.integration
 def test_compose_config_is_valid() -> None:
     run(compose_binary(), "-f", COMPOSE_FILE, "--profile", "load", "config", "-q")
 
 
+@pytest.mark.integration
 def test_compose_file_matches_the_compose_spec_schema() -> None:
     run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", COMPOSE_FILE)
 
 
+@pytest.mark.integration
 def test_yamllint_passes() -> None:
     # .yamllint.yaml at the root (document-start and line-length relaxed) applies.
     run(tool("yamllint"), "--strict", COMPOSE_FILE, ROOT / "deploy", ROOT / ".yamllint.yaml")
 
 
+@pytest.mark.integration
 def test_every_service_is_probed_or_runs_once() -> None:
     for name, service in services("load").items():
         if is_one_shot(service):
@@ -217,6 +223,7 @@ def test_every_service_is_probed_or_runs_once() -> None:
         )
 
 
+@pytest.mark.integration
 def test_dependencies_wait_for_health_or_completion() -> None:
     all_services = services("load")
     for name, service in all_services.items():
@@ -226,6 +233,7 @@ def test_dependencies_wait_for_health_or_completion() -> None:
             assert spec["condition"] == want, f"{name} -> {dependency}: {spec['condition']}"
 
 
+@pytest.mark.integration
 def test_services_start_after_their_seeds_and_workers() -> None:
     deps = {name: set(s.get("depends_on", {})) for name, s in services().items()}
     assert {"rabbitmq", "episode-seed"} <= deps["episode-service"]
@@ -235,6 +243,7 @@ def test_services_start_after_their_seeds_and_workers() -> None:
     assert {"postgres"} <= deps["drama-seed"] & deps["episode-seed"]
 
 
+@pytest.mark.integration
 def test_our_services_probe_their_contract_ports() -> None:
     """Each service's health check asks its own /readyz on the port its settings listen on."""
     ports = {"drama-service": "HTTP_PORT", "episode-service": "METRICS_PORT"}
@@ -248,6 +257,7 @@ def test_our_services_probe_their_contract_ports() -> None:
         assert f"http://127.0.0.1:{port}/readyz" in probe, f"{name} probes {probe}"
 
 
+@pytest.mark.integration
 def test_nothing_runs_as_root_where_the_image_allows() -> None:
     for name, service in services("load").items():
         if "build" in service:
@@ -257,6 +267,7 @@ def test_nothing_runs_as_root_where_the_image_allows() -> None:
         assert user.split(":", maxsplit=1)[0] not in {"0", "root"}, f"{name} runs as root"
 
 
+@pytest.mark.integration
 def test_our_containers_are_locked_down() -> None:
     for name, service in services("load").items():
         if "build" in service:
@@ -265,12 +276,14 @@ def test_our_containers_are_locked_down() -> None:
             assert "no-new-privileges:true" in service.get("security_opt", []), name
 
 
+@pytest.mark.integration
 def test_third_party_images_are_pinned() -> None:
     for name, service in services("load").items():
         if "build" not in service:
             assert EXACT_TAG.search(service["image"]), f"{name}: {service['image']} not exact"
 
 
+@pytest.mark.integration
 def test_load_generator_is_an_opt_in_profile() -> None:
     assert "loadtest" not in services(), "the load generator must not start by default"
     load = services("load")["loadtest"]
@@ -281,12 +294,14 @@ def test_load_generator_is_an_opt_in_profile() -> None:
     assert load["depends_on"]["drama-service"]["condition"] == "service_healthy"
 
 
+@pytest.mark.integration
 def test_ports_are_published_on_loopback_only() -> None:
     for name, service in services("load").items():
         for port in service.get("ports", []):
             assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} on all interfaces"
 
 
+@pytest.mark.integration
 def test_mounted_files_exist() -> None:
     """A bind mount of a missing path would start with an empty directory in its place."""
     for name, service in services("load").items():
@@ -323,6 +338,7 @@ def test_env_files_say_they_are_dev_only() -> None:
         assert "DEV-ONLY" in path.read_text().splitlines()[0], f"{path.name} is not marked"
 
 
+@pytest.mark.integration
 def test_each_service_sees_only_its_own_credentials() -> None:
     everything = services("load")
     drama, episode, stream = (
@@ -370,6 +386,7 @@ def test_credentials_agree_across_env_files() -> None:
 # ---------------------------------------------------------------------------- observability
 
 
+@pytest.mark.integration
 def test_prometheus_targets_are_compose_services() -> None:
     """targets.compose.yml names hosts and ports that compose really runs."""
     all_services = services()
@@ -393,6 +410,7 @@ def test_prometheus_targets_are_compose_services() -> None:
     assert targets[0]["source"].endswith("observability/prometheus/targets.compose.yml")
 
 
+@pytest.mark.integration
 def test_grafana_datasources_resolve_in_compose() -> None:
     grafana = services()["grafana"]["environment"]
     datasources = (
@@ -407,6 +425,7 @@ def test_grafana_datasources_resolve_in_compose() -> None:
         assert (url.hostname, url.port) == (service, port), f"{variable}={grafana[variable]}"
 
 
+@pytest.mark.integration
 def test_services_send_traces_to_jaeger_over_otlp_http() -> None:
     for name in ("drama-service", "episode-service", "stream-service"):
         env = services()[name]["environment"]
@@ -414,6 +433,7 @@ def test_services_send_traces_to_jaeger_over_otlp_http() -> None:
         assert env["OTEL_SERVICE_NAME"] == name
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["deploy/postgres/init-databases.sh", "deploy/minio/init.sh"])
 def test_init_scripts_are_valid_sh(script: str) -> None:
     run("sh", "-n", ROOT / script)

@@ -528,6 +528,7 @@ def test_create_secrets_makes_every_secret_the_manifests_read(
         assert url.password == postgres[f"{service.upper()}_DB_PASSWORD"]
 
 
+@pytest.mark.integration
 def test_create_secrets_completes_a_partial_run_with_the_kept_passwords(tmp_path: Path) -> None:
     """A first run stopped after postgres-credentials: PostgreSQL set the roles' passwords from
     it, so the DATABASE_URLs made now must carry those, not new random ones."""
@@ -539,6 +540,7 @@ def test_create_secrets_completes_a_partial_run_with_the_kept_passwords(tmp_path
         assert url.password == password, service
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("owner_exists", [True, False])
 def test_create_secrets_refuses_a_database_url_its_role_does_not_have(
     tmp_path: Path, *, owner_exists: bool
@@ -796,6 +798,7 @@ def test_checkov_passes_each_rendered_overlay(
     assert summary["passed"] > 100, summary
 
 
+@pytest.mark.integration
 def test_yamllint_k8s() -> None:
     run(
         sys.executable,

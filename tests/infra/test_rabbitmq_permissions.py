@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ import aiormq.exceptions
 import msgspec
 import pytest
 
+from broker.errors import RpcUnroutable
 from broker.rpc import AmqpRpcClient, RpcWorker
 from episode.contract import LIST as EPISODE_LIST
 from episode.contract import QUEUE as EPISODE_QUEUE
@@ -36,7 +38,9 @@ DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 VHOST = "drama-streaming"
 BROKER = "127.0.0.1:5672"
 RABBITMQCTL = ["rabbitmqctl", "-q"]
-TOPOLOGY_FREE = ("vhosts", "users", "permissions")
+# The module's broker fixture takes seconds: its tests share one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("rabbitmq_permissions")
+TOPOLOGY_FREE = ("vhosts", "users", "permissions", "policies")
 
 
 class Ping(msgspec.Struct):
@@ -73,7 +77,7 @@ def renamed(definitions: dict[str, Any], vhost: str, prefix: str) -> dict[str, A
     out["permissions"] = [
         {**p, "user": prefix + p["user"], "vhost": vhost} for p in out["permissions"]
     ]
-    for section in ("exchanges", "queues", "bindings"):
+    for section in ("exchanges", "queues", "bindings", "policies"):
         if section in out:
             out[section] = [{**item, "vhost": vhost} for item in out[section]]
     return out
@@ -154,8 +158,15 @@ async def round_trips(broker: Broker) -> None:
     ):
         assert await client.call(EPISODE_LIST, Ping(1), Ping) == Ping(1)
         assert await client.call(STREAM_PRESIGN, Ping(2), Ping) == Ping(2)
+        # A method nobody serves: the policy's alternate exchange takes it, and drama-service,
+        # as its own user, answers it "unroutable" at once (broker/rpc/unroutable.py).
+        started = time.monotonic()
+        with pytest.raises(RpcUnroutable):
+            await client.call("nobody.serves", Ping(3), Ping)
+        assert time.monotonic() - started < 4  # answered, not the 5 s timeout
 
 
+@pytest.mark.integration
 async def test_admin_password_matches_its_hash(broker: Broker) -> None:
     admin = env_file("rabbitmq-admin.env")
     url = broker.url(admin["RABBITMQ_ADMIN_USER"], admin["RABBITMQ_ADMIN_PASSWORD"])
@@ -213,6 +224,7 @@ async def echo_message(_message: aio_pika.abc.AbstractIncomingMessage) -> None:
         ("stream-service", "declare exchange stream.other"),
     ],
 )
+@pytest.mark.integration
 async def test_users_are_refused_what_they_do_not_need(
     broker: Broker, service: str, action: str
 ) -> None:

@@ -166,6 +166,7 @@ def test_services_reach_the_broker_on_tls_only(docs: list[Doc]) -> None:
             assert ports == {5671}, rule
 
 
+@pytest.mark.integration
 def test_compose_speaks_amqp_over_tls_only() -> None:
     conf = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text().splitlines()
     settings = dict(line.split(" = ", 1) for line in conf if " = " in line and line[0] != "#")
@@ -273,6 +274,7 @@ def test_broker_and_database_images_are_pinned_by_digest(rendered: dict[str, lis
     assert pinned <= images
 
 
+@pytest.mark.integration
 def test_compose_programs_with_a_ca_file_mount_it_after_it_is_made() -> None:
     """Whoever reads AMQP_CA_FILE mounts the CA directory (nothing else mounts the volume but
     the broker and amqp-certs), and starts after amqp-certs has made it."""

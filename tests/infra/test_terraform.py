@@ -211,6 +211,7 @@ def leaves(values: Doc, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
 # Format -------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_terraform_is_formatted() -> None:
     """`terraform fmt` needs no providers, so it runs wherever terraform is installed.
 
@@ -225,6 +226,7 @@ def test_terraform_is_formatted() -> None:
     run(terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM)
 
 
+@pytest.mark.integration
 def test_values_files_pass_yamllint() -> None:
     run(
         sys.executable,
@@ -321,6 +323,7 @@ def test_production_environment_and_its_reviewers_are_terraform_managed() -> Non
     )
 
 
+@pytest.mark.integration
 def test_irsa_trust_subject_is_the_rendered_stream_service_account() -> None:
     """The role's :sub is exactly the ServiceAccount stream-service runs as on EKS.
 
@@ -407,6 +410,7 @@ def test_both_image_repositories_are_immutable_scanned_encrypted_and_pushable() 
     assert describe["resources"] == both
 
 
+@pytest.mark.integration
 def test_the_player_runs_the_image_of_its_repository_on_eks() -> None:
     """WEB_IMAGE (the web repository, the release's tag) is the web Deployment's image."""
     (container,) = rendered("Deployment", "web")["spec"]["template"]["spec"]["containers"]
@@ -435,6 +439,7 @@ def test_overlay_env_keys_match_the_committed_terraform_env() -> None:
     assert list(eks_terraform_env()) == list(overlay_env_template())
 
 
+@pytest.mark.integration
 def test_role_arn_annotation_comes_from_the_stream_service_role_arn_line() -> None:
     """The overlay puts terraform.env's STREAM_SERVICE_ROLE_ARN on stream-service's account."""
     deployment = rendered("Deployment", "stream-service")
@@ -588,6 +593,7 @@ def test_helm_releases_have_pinned_chart_versions() -> None:
         assert re.fullmatch(r"\d+\.\d+\.\d+", versions[match.group(1)]), name
 
 
+@pytest.mark.integration
 def test_mesh_traces_go_to_the_jaeger_service_the_overlay_renders() -> None:
     """istiod's jaeger-otel provider points at a Service and port the eks overlay really has."""
     (provider,) = release_values("istiod")["meshConfig"]["extensionProviders"]
@@ -627,6 +633,7 @@ def test_shared_values_are_the_kind_guide_values() -> None:
             assert not overlap, f"{extra.name} overrides {sorted(overlap)}"
 
 
+@pytest.mark.integration
 def test_prometheus_scrapes_with_istio_certificates_where_the_monitors_look() -> None:
     """The sidecar writes the workload certificate where Prometheus reads it, and that is the
     directory the ServiceMonitors' tlsConfig names (Istio's documented Prometheus set-up)."""
@@ -654,6 +661,7 @@ def test_prometheus_scrapes_with_istio_certificates_where_the_monitors_look() ->
                 assert Path(tls[key]).parent == Path(prometheus_mount["mountPath"]), key
 
 
+@pytest.mark.integration
 def test_grafana_reads_jaeger_and_files_the_dashboards_in_their_folder() -> None:
     values = release_values("kube_prometheus_stack")["grafana"]
     (jaeger,) = [s for s in values["additionalDataSources"] if s["type"] == "jaeger"]
@@ -679,6 +687,7 @@ def test_grafana_reads_jaeger_and_files_the_dashboards_in_their_folder() -> None
         assert dashboards["folderAnnotation"] in configmap["metadata"]["annotations"]
 
 
+@pytest.mark.integration
 def test_rabbitmq_operators_are_the_upstream_releases_not_bitnamilegacy() -> None:
     """The overlay's User/Permission objects need the topology operator: both operators come
     from the upstream release manifests at the versions the kind script installs and whose CRDs
@@ -716,6 +725,7 @@ def test_rabbitmq_operators_are_the_upstream_releases_not_bitnamilegacy() -> Non
     assert cluster["spec"]["image"] == compose["services"]["rabbitmq"]["image"]
 
 
+@pytest.mark.integration
 def test_nodes_fit_one_broker_each() -> None:
     """The brokers' required anti-affinity puts one per node: the node group cannot go below."""
     cluster = rendered("RabbitmqCluster", "rabbitmq")
@@ -765,6 +775,7 @@ def test_ebs_csi_driver_runs_with_its_own_least_privilege_role() -> None:
     assert not blocks(doc, "resource", "aws_iam_role_policy")
 
 
+@pytest.mark.integration
 def test_brokers_get_encrypted_gp3_volumes_from_the_default_storage_class() -> None:
     """RabbitmqCluster's claims use the default class unless they name one: either way, gp3."""
     (name, storage_class), *others = blocks(
@@ -782,6 +793,7 @@ def test_brokers_get_encrypted_gp3_volumes_from_the_default_storage_class() -> N
     assert addon_module["depends_on"] == ["${module.cluster}"], "the driver must exist first"
 
 
+@pytest.mark.integration
 def test_addon_names_are_the_ones_the_overlay_uses() -> None:
     """Namespaces, the gateway's release, its pod label and the principals the eks overlay names.
 
@@ -919,6 +931,7 @@ def test_rds_is_multi_az_encrypted_backed_up_private_and_tls_only() -> None:
     assert call["client_security_group_id"] == "${module.cluster.node_security_group_id}"
 
 
+@pytest.mark.integration
 def test_database_readers_are_pinned_irsa_roles_reading_only_their_secrets() -> None:
     """drama-service and episode-service read their own secret only; the seed Job reads the
     master secret and both; each trust is pinned on :sub (its ServiceAccount) and :aud."""

@@ -34,6 +34,7 @@ ROUTES = {
 }
 
 
+@pytest.mark.integration
 def test_hadolint_finds_nothing_in_the_web_image() -> None:
     run(tool("hadolint"), DOCKERFILE)
 
@@ -108,6 +109,7 @@ def test_one_set_of_routes_locally_in_compose_and_in_the_cluster(path: str, owne
     assert _gateway_target(path) == cluster.get(owner, "web"), path
 
 
+@pytest.mark.integration
 def test_minio_in_compose_answers_cors_for_the_player_origins_only() -> None:
     """MinIO's default is any origin; compose names exactly the origins the player is published
     on (localhost and 127.0.0.1, each published port of the web service)."""

