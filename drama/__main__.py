@@ -44,7 +44,7 @@ def serve(settings: Settings, provider: TracerProvider | None) -> None:
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
     app = create_app(settings)
     if provider is not None:
-        # ... and only the requests whose trace records reach it.
+        # ... and only the requests whose trace records reach it (adr/otel-server-span-gate.md).
         sampled_server_spans(app, provider)
     web.run_app(
         app,

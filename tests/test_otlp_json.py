@@ -1,11 +1,13 @@
-"""The OTLP/JSON span exporter (`broker._otlp`, `broker._otlp_encode`): same message as the
-official encoder, delivered.
+"""The OTLP/JSON span exporter (`broker.telemetry.otlp`, `broker.telemetry.otlp_encode`): same
+message as the official encoder, delivered.
 
 - equivalence: spans of a real SDK, of every shape, encoded here and parsed back with protobuf's
   JSON parser, equal the official ``encode_spans`` message for message;
 - delivery: a BatchSpanProcessor sends to ``python -m loadtest sink``, whose file the analyser
   reads; transient failures are retried, final ones are not, a dead endpoint fails in time;
-- selection: ``configure_tracing`` uses it by default and the official one for http/protobuf.
+- selection: ``configure_tracing`` uses it by default (``otlp`` with no protocol, or
+  ``http/json``) and the official one for http/protobuf; by name, ``OTEL_TRACES_EXPORTER=otlp_json``
+  (an entry point the SDK's own configurator finds too).
 """
 
 from __future__ import annotations
@@ -510,6 +512,7 @@ async def run_service(collector: Collector, **env: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("env", "content_type"),
     [
+        # The default here (docs/adr/otel-json-exporter.md).
         ({}, "application/json"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "application/json"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "application/x-protobuf"),
@@ -520,6 +523,13 @@ async def run_service(collector: Collector, **env: str) -> tuple[int, str]:
             },
             "application/json",
         ),
+        # By name, among the SDK's opentelemetry_traces_exporter entry points.
+        ({"OTEL_TRACES_EXPORTER": "otlp_json"}, "application/json"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp_json", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "application/json",
+        ),
+        ({"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, "application/x-protobuf"),
     ],
 )
 @pytest.mark.integration
@@ -529,6 +539,43 @@ async def test_configure_tracing_sends_json_unless_told_protobuf(
     code, stderr = await run_service(collector, **env)
     assert code == 0, stderr
     assert [h["Content-Type"] for h in collector.headers] == [content_type]
+
+
+_ENTRY_POINT = textwrap.dedent(
+    """
+    from importlib.metadata import entry_points
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    (found,) = entry_points(group="opentelemetry_traces_exporter", name="otlp_json")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(found.load()()))
+    provider.get_tracer("t").start_span("one").end()
+    provider.shutdown()
+    """
+)
+
+
+@pytest.mark.integration
+async def test_the_entry_point_builds_the_exporter_from_the_environment(
+    collector: Collector,
+) -> None:
+    """As the SDK's own configurator builds an exporter: the class, called with no arguments."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ENTRY_POINT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.url,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=drama",
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    assert [(h["Content-Type"], h["x-team"]) for h in collector.headers] == [
+        ("application/json", "drama")
+    ]
 
 
 @pytest.mark.integration

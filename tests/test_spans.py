@@ -1,5 +1,8 @@
-"""broker._spans: the lean spans make what the SDK's make, field by field, limits and warnings
-included, and they are what configure_tracing installs."""
+"""broker.telemetry.spans: the lean spans make what the SDK's make, field by field, limits and
+warnings included, against whatever SDK is installed (CI runs this file on the newest too:
+.github/workflows/otel-newest.yml); configure_tracing installs them when
+OTEL_PYTHON_TRACER_PROVIDER=lean_tracer_provider says so, and falls back to the SDK's spans when
+the SDK lacks what they read."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -22,7 +25,9 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 
+from broker.service import ConfigError
 from broker.telemetry import LeanSpan, LeanTracerProvider, configure_tracing
+from broker.telemetry.spans_check import lean_spans_unsupported
 
 NOW = 10**15  # times at or above this came from the clock, not from the test
 
@@ -295,13 +300,62 @@ def test_attributes_past_the_plain_path_are_the_sdks(
     assert spans[1] == spans[0] == expected
 
 
-def test_configure_tracing_installs_lean_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+def installed_span(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> trace.Span:
+    """A span of the provider ``configure_tracing`` installs under ``environ``."""
     installed: list[trace.TracerProvider] = []
     monkeypatch.setattr(trace, "set_tracer_provider", installed.append)
-    provider = configure_tracing("lean", {"OTEL_TRACES_EXPORTER": "none"})
+    provider = configure_tracing("lean", {"OTEL_TRACES_EXPORTER": "none"} | environ)
     assert provider is not None
     assert installed == [provider]
     span = trace.get_tracer(__name__, tracer_provider=provider).start_span("s")
-    assert isinstance(span, LeanSpan)
     span.end()
     provider.shutdown()
+    return span
+
+
+def test_configure_tracing_installs_the_sdks_spans_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    span = installed_span(monkeypatch, {})
+    assert type(span).__module__ == "opentelemetry.sdk.trace"
+    assert not isinstance(span, LeanSpan)
+    named = installed_span(monkeypatch, {"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"})
+    assert not isinstance(named, LeanSpan)
+
+
+def test_lean_spans_are_opt_in_by_the_standard_variable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """And, against the SDK installed (CI: the newest too), the start-up check finds all it
+    needs: were it not to, the lean spans would silently be the SDK's."""
+    assert lean_spans_unsupported() is None
+    with caplog.at_level(logging.WARNING):
+        span = installed_span(monkeypatch, {"OTEL_PYTHON_TRACER_PROVIDER": "lean_tracer_provider"})
+    assert isinstance(span, LeanSpan)
+    assert caplog.records == []
+
+
+def test_lean_spans_fall_back_to_the_sdks_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK without what the lean tracer reads (here: the processors' ``_on_ending``, gone)."""
+    monkeypatch.delattr(SpanProcessor, "_on_ending")
+    assert lean_spans_unsupported() == "SpanProcessor._on_ending"
+    with caplog.at_level(logging.WARNING):
+        span = installed_span(monkeypatch, {"OTEL_PYTHON_TRACER_PROVIDER": "lean_tracer_provider"})
+    assert not isinstance(span, LeanSpan)
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        "OTEL_PYTHON_TRACER_PROVIDER=lean_tracer_provider: the installed opentelemetry-sdk "
+    )
+    assert record.getMessage().endswith(
+        "lacks what the lean spans read (SpanProcessor._on_ending); using the SDK's spans"
+    )
+
+
+@pytest.mark.parametrize("name", ["nonesuch", "otlp_json"])
+def test_configure_tracing_refuses_what_is_not_a_tracer_provider(name: str) -> None:
+    with pytest.raises(ConfigError, match="OTEL_PYTHON_TRACER_PROVIDER"):
+        configure_tracing(
+            "x", {"OTEL_TRACES_EXPORTER": "none", "OTEL_PYTHON_TRACER_PROVIDER": name}
+        )

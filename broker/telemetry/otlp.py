@@ -1,5 +1,10 @@
 """OTLP/HTTP with the JSON encoding: the span exporter the services use by default.
 
+``OTEL_TRACES_EXPORTER=otlp`` (the default) with ``OTEL_EXPORTER_OTLP_PROTOCOL`` unset or
+``http/json`` selects it, and so does ``OTEL_TRACES_EXPORTER=otlp_json`` (its
+``opentelemetry_traces_exporter`` entry point in pyproject.toml, which the SDK's own configurator
+finds too); ``http/protobuf`` selects the official exporter (docs/adr/otel-json-exporter.md).
+
 Why not the official ``OTLPSpanExporter``: at 100% sampling a py-spy profile of drama-service
 put most of the export thread's CPU in building protobuf
 message objects (``encode_spans``), one Python object per span, attribute and value. Here
@@ -7,8 +12,10 @@ message objects (``encode_spans``), one Python object per span, attribute and va
 shape straight to bytes (less CPU a span: ``loadtest/bench_export.py``), and it goes out on one
 kept-alive urllib3 connection.
 
-Settings are the standard ones, read from the mapping given to :meth:`OtlpJsonSpanExporter.from_env`
-(the signal-specific ``OTEL_EXPORTER_OTLP_TRACES_*`` first): ``ENDPOINT`` (the base URL, to which
+Settings are the standard ones, read from the mapping given to
+:meth:`OtlpJsonSpanExporter.from_env` or, for those not passed to the constructor, from the
+process environment (the signal-specific ``OTEL_EXPORTER_OTLP_TRACES_*`` first): ``ENDPOINT``
+(the base URL, to which
 ``/v1/traces`` is added; the ``TRACES_`` one is used as is), ``HEADERS``, ``TIMEOUT`` (seconds, as
 the Python SDK reads it, default 10), ``COMPRESSION`` (``gzip``, ``deflate``, ``none``) and the
 TLS files ``CERTIFICATE``, ``CLIENT_CERTIFICATE``, ``CLIENT_KEY``.
@@ -19,13 +26,14 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import os
 import random
 import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import urllib3
 from opentelemetry.sdk.trace import ReadableSpan
@@ -63,6 +71,47 @@ def _retry_after(raw: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+class _Settings(NamedTuple):
+    endpoint: str
+    headers: Mapping[str, str]
+    timeout: float
+    compression: str
+    certificate: str | None
+    client_certificate: str | None
+    client_key: str | None
+
+
+def _settings(environ: Mapping[str, str]) -> _Settings:
+    """What the ``OTEL_EXPORTER_OTLP_[TRACES_]*`` variables of ``environ`` say, with defaults."""
+
+    def setting(name: str) -> str | None:
+        value = environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(
+            f"OTEL_EXPORTER_OTLP_{name}"
+        )
+        return value.strip() if value else None
+
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if not endpoint:
+        base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+        endpoint = base.rstrip("/") + "/v1/traces"
+    raw_timeout = setting("TIMEOUT") or "10"
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout < math.inf:
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_TIMEOUT must be seconds > 0, got {raw_timeout!r}")
+    return _Settings(
+        endpoint,
+        headers=parse_env_headers(setting("HEADERS") or "", liberal=True),
+        timeout=timeout,
+        compression=(setting("COMPRESSION") or "none").lower(),
+        certificate=setting("CERTIFICATE"),
+        client_certificate=setting("CLIENT_CERTIFICATE"),
+        client_key=setting("CLIENT_KEY"),
+    )
+
+
 class OtlpJsonSpanExporter(SpanExporter):
     """Sends spans as OTLP/JSON to ``endpoint`` (the full ``.../v1/traces`` URL).
 
@@ -75,15 +124,27 @@ class OtlpJsonSpanExporter(SpanExporter):
 
     def __init__(
         self,
-        endpoint: str = "http://localhost:4318/v1/traces",
+        endpoint: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 10.0,
-        compression: str = "none",
+        timeout: float | None = None,
+        compression: str | None = None,
         certificate: str | None = None,
         client_certificate: str | None = None,
         client_key: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """Each setting not given is the ``OTEL_EXPORTER_OTLP_[TRACES_]*`` variable of
+        ``environ`` (the process environment by default), else the standard default, as the
+        official exporter does: so the SDK's configurator, which builds an exporter registered
+        under ``opentelemetry_traces_exporter`` with no arguments, gets the configured one."""
+        env = _settings(os.environ if environ is None else environ)
+        endpoint = endpoint or env.endpoint
+        timeout = env.timeout if timeout is None else timeout
+        compression = env.compression if compression is None else compression
+        certificate = certificate or env.certificate
+        client_certificate = client_certificate or env.client_certificate
+        client_key = client_key or env.client_key
         if compression not in _COMPRESSORS:
             raise ConfigError(
                 f"OTLP compression must be gzip, deflate or none, got {compression!r}"
@@ -94,7 +155,7 @@ class OtlpJsonSpanExporter(SpanExporter):
         self._headers = {"Content-Type": "application/json", "User-Agent": "drama-streaming-otlp"}
         if self._compress is not None:
             self._headers["Content-Encoding"] = compression
-        self._headers |= headers or {}
+        self._headers |= env.headers if headers is None else headers
         tls: dict[str, Any] = {"ca_certs": certificate} if certificate else {}
         if client_certificate:
             tls |= {"cert_file": client_certificate, "key_file": client_key}
@@ -103,36 +164,8 @@ class OtlpJsonSpanExporter(SpanExporter):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OtlpJsonSpanExporter:
-        """The exporter the ``OTEL_EXPORTER_OTLP_[TRACES_]*`` variables describe."""
-
-        def setting(name: str) -> str | None:
-            value = environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(
-                f"OTEL_EXPORTER_OTLP_{name}"
-            )
-            return value.strip() if value else None
-
-        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-        if not endpoint:
-            base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
-            endpoint = base.rstrip("/") + "/v1/traces"
-        raw_timeout = setting("TIMEOUT") or "10"
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            timeout = math.nan
-        if not 0 < timeout < math.inf:
-            raise ConfigError(
-                f"OTEL_EXPORTER_OTLP_TIMEOUT must be seconds > 0, got {raw_timeout!r}"
-            )
-        return cls(
-            endpoint,
-            headers=parse_env_headers(setting("HEADERS") or "", liberal=True),
-            timeout=timeout,
-            compression=(setting("COMPRESSION") or "none").lower(),
-            certificate=setting("CERTIFICATE"),
-            client_certificate=setting("CLIENT_CERTIFICATE"),
-            client_key=setting("CLIENT_KEY"),
-        )
+        """The exporter the ``OTEL_EXPORTER_OTLP_[TRACES_]*`` variables of ``environ`` describe."""
+        return cls(environ=environ)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._stopping.is_set():

@@ -25,9 +25,14 @@ output, made cheaply where the content is plain:
 - ``end()`` hands the span itself (a ``ReadableSpan``, frozen by its end time) to the
   processors rather than a copy.
 
-The SDK says ``ReadableSpan``s are its to make; this subclasses its ``Span`` and ``Tracer``
-and reads their protected fields, so the SDK is pinned to a minor version (pyproject.toml),
-and ``tests/test_spans.py`` checks that both make the same spans, field by field.
+It is opt-in: ``OTEL_PYTHON_TRACER_PROVIDER=lean_tracer_provider`` (the entry point in
+pyproject.toml; :func:`broker.telemetry.configure_tracing` builds the provider it names, the
+SDK's by default). The SDK says ``ReadableSpan``s are its to make; this subclasses its ``Span``
+and ``Tracer`` and reads their protected fields, so ``tests/test_spans.py`` checks that both make
+the same spans, field by field, in CI against the newest SDK too
+(.github/workflows/otel-newest.yml), and :mod:`broker.telemetry.spans_check` checks at start
+that the installed SDK has what this reads: when it does not, the services run on the SDK's
+spans (docs/adr/otel-lean-spans.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ environment: the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``),
 (``OTEL_TRACES_SAMPLER``/``_ARG``), the batch processor (``OTEL_BSP_*``) and the propagators
 (``OTEL_PROPAGATORS``; add ``b3multi`` behind an Istio Zipkin provider) are read by the SDK
 itself; the exporter's ``OTEL_EXPORTER_OTLP_*`` (endpoint, protocol, headers, timeout,
-compression, TLS files) by :func:`configure_tracing` and the exporter it picks.
+compression, TLS files) by :func:`configure_tracing` and the exporter it picks. The tracer
+provider and the exporter are chosen as the SDK's own configurator chooses them, by name among
+the installed entry points (``OTEL_PYTHON_TRACER_PROVIDER``, ``OTEL_TRACES_EXPORTER``): the
+project's lean spans and OTLP/JSON exporter are opt-in there.
 ``OTEL_SDK_DISABLED=true`` leaves the no-op API in place: no span is made, nothing is exported,
 nothing is logged.
 """
@@ -16,9 +19,11 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
+from importlib.metadata import entry_points, version
 from typing import Any, NamedTuple
 
 from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -33,10 +38,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.errors import ConfigError
 from broker.telemetry.otlp import OtlpJsonSpanExporter
 from broker.telemetry.spans import LeanTracerProvider
+from broker.telemetry.spans_check import lean_spans_unsupported
 
 log = logging.getLogger("broker._telemetry")  # its name before broker/ had packages
 
 TRACER = "drama_streaming.broker"
+# What OTEL_TRACES_EXPORTER=otlp sends when no OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL says:
+# the project's OTLP/JSON exporter (docs/adr/otel-json-exporter.md); "http/protobuf" would make
+# it opt-in (OTEL_TRACES_EXPORTER=otlp_json) and the official exporter the default.
+DEFAULT_OTLP_PROTOCOL = "http/json"
 
 
 def tracing_disabled(environ: Mapping[str, str]) -> bool:
@@ -46,30 +56,96 @@ def tracing_disabled(environ: Mapping[str, str]) -> bool:
 def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerProvider | None:
     """Install the global tracer provider; None when tracing is switched off.
 
-    ``service_name`` is the default for ``service.name``; ``OTEL_SERVICE_NAME`` wins. Exporters
-    come from ``OTEL_TRACES_EXPORTER``: ``otlp`` (the default; see :func:`_otlp_exporter`),
-    ``console``, or ``none`` (spans made, for trace ids in logs, but not sent anywhere).
-    Call ``provider.shutdown()`` on exit to flush what is batched.
+    The provider is the one ``OTEL_PYTHON_TRACER_PROVIDER`` names among the
+    ``opentelemetry_tracer_provider`` entry points: the SDK's ``sdk_tracer_provider`` by default,
+    or ``lean_tracer_provider`` (:class:`~broker.telemetry.LeanTracerProvider`, opt-in: cheaper
+    spans, docs/adr/otel-lean-spans.md), built with this resource and id generator; the SDK
+    reads the sampler. ``service_name`` is the default for ``service.name``;
+    ``OTEL_SERVICE_NAME`` wins. Exporters come from ``OTEL_TRACES_EXPORTER`` (see
+    :func:`_exporter`). Call ``provider.shutdown()`` on exit to flush what is batched.
     """
     if tracing_disabled(environ):
         return None
     resource = Resource.create({})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = LeanTracerProvider(resource=resource, id_generator=PresetTraceIds())
+    provider = _provider_class(environ)(resource=resource, id_generator=PresetTraceIds())
     names = (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
     for name in dict.fromkeys(n.strip() for n in names):  # each once, in order
         match name:
-            case "otlp":
-                provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(environ)))
             case "console":
                 provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
             case "none" | "":
                 pass
-            case other:
-                raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {other!r}")
+            case _:
+                provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _provider_class(environ: Mapping[str, str]) -> type[TracerProvider]:
+    """The SDK provider class ``OTEL_PYTHON_TRACER_PROVIDER`` names (default: the SDK's own).
+
+    It has to be the SDK's ``TracerProvider`` or a subclass: it is given the resource and id
+    generator and gets the span processors. The lean one falls back to the SDK's, with one
+    warning, when the installed SDK lacks what it reads (:func:`lean_spans_unsupported`).
+    """
+    name = environ.get(OTEL_PYTHON_TRACER_PROVIDER, "").strip() or "sdk_tracer_provider"
+    found = entry_points(group="opentelemetry_tracer_provider", name=name)
+    if not found:
+        raise ConfigError(f"{OTEL_PYTHON_TRACER_PROVIDER}: no tracer provider named {name!r}")
+    kind = next(iter(found)).load()
+    if not (isinstance(kind, type) and issubclass(kind, TracerProvider)):
+        raise ConfigError(f"{OTEL_PYTHON_TRACER_PROVIDER}: {name!r} is not an SDK TracerProvider")
+    if issubclass(kind, LeanTracerProvider) and (missing := lean_spans_unsupported()):
+        log.warning(
+            "%s=%s: the installed opentelemetry-sdk %s lacks what the lean spans read (%s); "
+            "using the SDK's spans",
+            OTEL_PYTHON_TRACER_PROVIDER,
+            name,
+            version("opentelemetry-sdk"),
+            missing,
+        )
+        return TracerProvider
+    return kind
+
+
+def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
+    """The span exporter ``OTEL_TRACES_EXPORTER`` calls ``name``.
+
+    ``otlp`` (the default) is OTLP over HTTP, encoded as ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``
+    says: ``http/json`` (the default here, :data:`DEFAULT_OTLP_PROTOCOL`; the SDK's is
+    ``http/protobuf``) is the project's exporter (:mod:`broker.telemetry.otlp`; it cleared its
+    interval against the official one at 100% sampling: docs/adr/otel-json-exporter.md),
+    ``http/protobuf`` the official one; gRPC is not installed. Any other name is an
+    ``opentelemetry_traces_exporter`` entry point, as for the SDK's own configurator:
+    ``otlp_json`` is the project's exporter whatever the protocol says, ``otlp_proto_http`` the
+    official one. The project's reads ``environ``; the others read the process environment.
+    """
+    if name == "otlp":
+        raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+        )
+        match protocol := raw.strip().lower() or DEFAULT_OTLP_PROTOCOL:
+            case "http/json":
+                return OtlpJsonSpanExporter.from_env(environ)
+            case "http/protobuf":
+                name = "otlp_proto_http"
+            case _:
+                raise ConfigError(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL must be http/json or http/protobuf, "
+                    f"got {protocol!r}"
+                )
+    found = entry_points(group="opentelemetry_traces_exporter", name=name)
+    if not found:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}")
+    kind = next(iter(found)).load()
+    if not (isinstance(kind, type) and issubclass(kind, SpanExporter)):
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: {name!r} is not a span exporter")
+    if issubclass(kind, OtlpJsonSpanExporter):
+        return kind.from_env(environ)
+    exporter: SpanExporter = kind()
+    return exporter
 
 
 class PresetTraceIds(RandomIdGenerator):
@@ -104,32 +180,6 @@ class PresetTraceIds(RandomIdGenerator):
             yield
         finally:
             self._next.reset(token)
-
-
-def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    """OTLP over HTTP, encoded as ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` says.
-
-    ``http/json`` (the default here; the SDK's is ``http/protobuf``) is the exporter of
-    :mod:`broker.telemetry.otlp`, ~3x cheaper in CPU a span than the official one
-    (docs/tracing.md has the figures), which ``http/protobuf`` still selects. gRPC is not installed.
-    """
-    raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", ""
-    )
-    match protocol := raw.strip().lower() or "http/json":
-        case "http/json":
-            return OtlpJsonSpanExporter.from_env(environ)
-        case "http/protobuf":
-            # Imported here: the exporter pulls in protobuf, not needed otherwise.
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter,
-            )
-
-            return OTLPSpanExporter()
-        case _:
-            raise ConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/json or http/protobuf, got {protocol!r}"
-            )
 
 
 def instrument_engine(

@@ -108,7 +108,7 @@ def test_checkov_finds_nothing_unexplained(checkov: Path) -> None:
 # Properties ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "release.yml", "deploy.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "release.yml", "deploy.yml", "otel-newest.yml"])
 def test_actions_are_pinned_to_commits_and_permissions_are_read_only(name: str) -> None:
     """A tag can be moved to other code; a commit cannot. The version stays in a comment."""
     doc = workflow(name)
