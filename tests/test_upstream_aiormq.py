@@ -1,6 +1,6 @@
-"""aiormq's handling of Basic.Return, the defect that `broker/_client.py` works around.
+"""aiormq's handling of Basic.Return, the defect that `broker/rpc/returns.py` works around.
 
-`AmqpRpcClient._watch_returns` replaces the channel's private ``_on_return_frame`` because
+`broker.rpc.returns.watch_returns` replaces the channel's private ``_on_return_frame`` because
 aiormq (7.2) matches a returned message to its publish only on a confirming channel: on any
 other it logs the return and drops it, so ``on_return_callbacks`` (and aio-pika's
 ``Channel.on_return``, built on them) never hear of it, and a call to a method nobody serves
@@ -24,7 +24,7 @@ from pamqp.commands import Basic
 
 SWITCH = (
     "aiormq now hands a returned message on a channel without publisher confirms to "
-    "on_return_callbacks: drop AmqpRpcClient._watch_returns (broker/_client.py), register "
+    "on_return_callbacks: drop watch_returns (broker/rpc/returns.py), register "
     "self._on_returned with channel.on_return_callbacks.add(...) instead of replacing "
     "channel._on_return_frame, lift the aiormq<7.3 pin and update docs/adr/aiormq-returns.md"
 )
