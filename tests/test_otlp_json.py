@@ -512,8 +512,8 @@ async def run_service(collector: Collector, **env: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("env", "content_type"),
     [
-        # The default here (docs/adr/otel-json-exporter.md).
-        ({}, "application/json"),
+        # The SDK's default: the project's exporter is opt-in (docs/adr/otel-json-exporter.md).
+        ({}, "application/x-protobuf"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "application/json"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "application/x-protobuf"),
         (
@@ -533,7 +533,7 @@ async def run_service(collector: Collector, **env: str) -> tuple[int, str]:
     ],
 )
 @pytest.mark.integration
-async def test_configure_tracing_sends_json_unless_told_protobuf(
+async def test_configure_tracing_sends_what_the_variables_name(
     collector: Collector, env: dict[str, str], content_type: str
 ) -> None:
     code, stderr = await run_service(collector, **env)

@@ -46,7 +46,7 @@ TRACER = "drama_streaming.broker"
 # What OTEL_TRACES_EXPORTER=otlp sends when no OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL says:
 # the project's OTLP/JSON exporter (docs/adr/otel-json-exporter.md); "http/protobuf" would make
 # it opt-in (OTEL_TRACES_EXPORTER=otlp_json) and the official exporter the default.
-DEFAULT_OTLP_PROTOCOL = "http/json"
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"
 
 
 def tracing_disabled(environ: Mapping[str, str]) -> bool:
@@ -114,10 +114,10 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     """The span exporter ``OTEL_TRACES_EXPORTER`` calls ``name``.
 
     ``otlp`` (the default) is OTLP over HTTP, encoded as ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``
-    says: ``http/json`` (the default here, :data:`DEFAULT_OTLP_PROTOCOL`; the SDK's is
-    ``http/protobuf``) is the project's exporter (:mod:`broker.telemetry.otlp`; it cleared its
-    interval against the official one at 100% sampling: docs/adr/otel-json-exporter.md),
-    ``http/protobuf`` the official one; gRPC is not installed. Any other name is an
+    says: ``http/protobuf`` (the default, :data:`DEFAULT_OTLP_PROTOCOL`, as the SDK's) is the
+    official exporter; ``http/json`` the project's (:mod:`broker.telemetry.otlp`, opt-in: it
+    cleared its interval against the official one at 100% sampling,
+    docs/adr/otel-json-exporter.md); gRPC is not installed. Any other name is an
     ``opentelemetry_traces_exporter`` entry point, as for the SDK's own configurator:
     ``otlp_json`` is the project's exporter whatever the protocol says, ``otlp_proto_http`` the
     official one. The project's reads ``environ``; the others read the process environment.
