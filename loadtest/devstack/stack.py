@@ -146,7 +146,8 @@ class Stack:
     async def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
-        set_ae_policy(self.config.amqp_url)
+        # An HTTP call, or rabbitmqctl: off the event loop.
+        await asyncio.to_thread(set_ae_policy, self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
         await self.start_process(
