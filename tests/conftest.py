@@ -168,7 +168,7 @@ async def queue_name(amqp_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A RabbitMQ virtual host of this test alone, for services running as separate processes."""
-    with rabbitmq_vhost(f"test-{uuid.uuid4().hex[:8]}") as name:
+    with rabbitmq_vhost(f"test-{uuid.uuid4().hex[:8]}", AMQP_URL) as name:
         yield name
 
 

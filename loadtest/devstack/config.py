@@ -11,11 +11,14 @@ import contextlib
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from loadtest.devstack.management import DEFAULT_URL, broker_command, quote
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 # What each process logs once it serves (the embedded S3 prints it on stdout).
@@ -42,7 +45,7 @@ class StackError(RuntimeError):
 
 @dataclass
 class StackConfig:
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_url: str = DEFAULT_URL
     http_port: int = 8080
     s3_port: int = 9000
     workdir: Path = Path(".run")
@@ -87,20 +90,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def vhost(name: str) -> Iterator[str]:
-    """A RabbitMQ virtual host for the block (guest may use it), through rabbitmqctl: stacks
-    on one broker kept apart, since every stack uses the same queue and exchange names."""
-    run = ["rabbitmqctl", "-q"]
-    subprocess.run([*run, "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        [*run, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
+def vhost(name: str, amqp_url: str = DEFAULT_URL) -> Iterator[str]:
+    """A RabbitMQ virtual host for the block (the user of ``amqp_url`` may use it): stacks on
+    one broker kept apart, since every stack uses the same queue and exchange names. Made and
+    deleted through the management API, or rabbitmqctl without it (``management``)."""
+    user = urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).username or "guest")
+    everything = {"configure": ".*", "write": ".*", "read": ".*"}
+    broker_command(amqp_url, ("PUT", f"vhosts/{quote(name)}", {}), ["add_vhost", name])
+    broker_command(
+        amqp_url,
+        ("PUT", f"permissions/{quote(name)}/{quote(user)}", everything),
+        ["set_permissions", "-p", name, user, ".*", ".*", ".*"],
     )
     try:
         yield name
     finally:
-        subprocess.run([*run, "delete_vhost", name], check=False, capture_output=True)
+        with contextlib.suppress(OSError, subprocess.SubprocessError, urllib.error.HTTPError):
+            broker_command(
+                amqp_url, ("DELETE", f"vhosts/{quote(name)}", None), ["delete_vhost", name]
+            )
 
 
 def check_broker(amqp_url: str) -> None:
