@@ -9,6 +9,7 @@ and on leaving stops everything, the HTTP front first so that no accepted reques
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -16,8 +17,10 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Coroutine, Mapping
+from typing import Any, TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from loadtest.devstack.config import (
     LOCAL_S3_KEY,
@@ -144,32 +147,42 @@ class Stack:
         )
 
     async def start(self) -> None:
+        """Every process, side by side where nothing waits on another: the databases' seeds
+        while the embedded S3 (and the sink) start, then the three services while the media
+        are uploaded (drama-service's probe is /healthz: it waits on no worker; pre-signing
+        needs no object)."""
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         check_broker(self.config.amqp_url)
         # An HTTP call, or rabbitmqctl: off the event loop.
         await asyncio.to_thread(set_ae_policy, self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
-        await self.start_process(
-            "s3", "loadtest.devstack.local_s3", "--port", str(self.config.s3_port)
-        )
-        if self.sinks_spans:
-            # This run's spans only: a file that grew over many runs mixes them up.
-            for path in rotated_set(self.config.spans_path):
-                path.unlink(missing_ok=True)
-            await self.start_process(
-                "sink",
-                "loadtest.devstack.sink",
-                "--port",
-                str(self.config.sink_port),
-                "--out",
-                str(self.config.spans_path),
-            )
-        await self.seed()
-        for service in SERVICES:
-            await self.start_process(service, service)
+        await _side_by_side(self.seed("drama"), self.seed("episode"), self._storage())
+        services = (self.start_process(service, service) for service in SERVICES)
+        await _side_by_side(self.seed("stream"), *services)
         if self.config.web_port is not None:
             await self.start_web()
+
+    async def _storage(self) -> None:
+        """The embedded S3, and the sink beside it."""
+        s3 = self.start_process(
+            "s3", "loadtest.devstack.local_s3", "--port", str(self.config.s3_port)
+        )
+        if not self.sinks_spans:
+            await s3
+            return
+        # This run's spans only: a file that grew over many runs mixes them up.
+        for path in rotated_set(self.config.spans_path):
+            path.unlink(missing_ok=True)
+        sink = self.start_process(
+            "sink",
+            "loadtest.devstack.sink",
+            "--port",
+            str(self.config.sink_port),
+            "--out",
+            str(self.config.spans_path),
+        )
+        await _side_by_side(s3, sink)
 
     async def start_web(self) -> None:
         """The player in front of drama-service, and of the sink's trace API if it runs."""
@@ -189,18 +202,39 @@ class Stack:
         configured = endpoint in self.config.env or endpoint in os.environ
         return self.config.sink_port is not None and not configured
 
-    async def seed(self) -> None:
-        dramas = (
-            [] if self.config.seed_dramas is None else ["--dramas", str(self.config.seed_dramas)]
-        )
-        commands = {
-            "drama": ["drama", "seed", *dramas],
-            "episode": ["episode", "seed", *dramas],
-            "stream": ["stream", "seed", "--dramas", str(self.config.media_dramas)],
-        }
+    async def seed(self, service: str) -> None:
+        """The sample catalogue (or ``seed_dramas`` generated) into drama's and episode's
+        databases, or the media of the first ``media_dramas`` into the embedded S3."""
+        if service != "stream":
+            await self._seed_database(service)
+            return
+        args = ["stream", "seed", "--dramas", str(self.config.media_dramas)]
         if self.config.media_cache is not None:
-            commands["stream"] += ["--cache", str(self.config.media_cache)]
-        await asyncio.gather(*(self._seed_one(name, args) for name, args in commands.items()))
+            args += ["--cache", str(self.config.media_cache)]
+        await self._seed_one(service, args)
+
+    async def _seed_database(self, service: str) -> None:
+        """``python -m drama seed`` (or ``episode``), run in this process: the seed is a few
+        statements, and a process of its own would spend ~0.9 s of CPU on its imports alone
+        (two of the seven a stack started; the tests start dozens of stacks)."""
+        # The services' own seed commands; imported when a stack starts, not with loadtest.
+        env, args = (
+            self.env(service),
+            argparse.Namespace(dramas=self.config.seed_dramas, reset=False),
+        )
+        try:
+            if service == "drama":
+                from drama.__main__ import seed as seed_dramas  # noqa: PLC0415
+                from drama.settings import Settings as DramaSettings  # noqa: PLC0415
+
+                await seed_dramas(DramaSettings.from_env(env), args)
+            else:
+                from episode.__main__ import seed as seed_episodes  # noqa: PLC0415
+                from episode.settings import Settings as EpisodeSettings  # noqa: PLC0415
+
+                await seed_episodes(EpisodeSettings.from_env(env), args)
+        except (ValueError, OSError, SQLAlchemyError) as exc:
+            raise StackError(f"seeding {service} failed: {exc}") from exc
 
     async def _seed_one(self, service: str, args: list[str]) -> None:
         log_path = self.config.workdir / f"seed-{service}.log"
@@ -208,7 +242,12 @@ class Stack:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", *args, env=self.env(service), stdout=log, stderr=log
             )
-            code = await process.wait()
+            try:
+                code = await process.wait()
+            except asyncio.CancelledError:  # another start failed: no seed left behind
+                process.kill()
+                await process.wait()
+                raise
         if code != 0:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise StackError(f"seeding {service} failed (exit {code}):\n{tail}")
@@ -303,6 +342,17 @@ class Stack:
         order = ("web", "drama", "episode", "stream", "netdelay", "s3", "sink")
         for name in sorted(self.processes, key=lambda n: order.index(_kind(n))):
             await self.stop_process(name)
+
+
+async def _side_by_side(*starts: Coroutine[Any, Any, None]) -> None:
+    """Run ``starts`` concurrently; the first to fail cancels the rest, and its error (a
+    :class:`StackError`, say) is raised as it is, not in a group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for start in starts:
+                group.create_task(start)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _with_port(url: str, port: int) -> str:
