@@ -76,14 +76,16 @@ unit: $(STAMP)
 
 # Integration tests wait on processes and the broker more than they compute: more workers
 # than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
-# (latencies, rates, attributions asserted) run after them, one at a time: a neighbour's load
-# would be measured as theirs.
+# (latencies, rates, attributions asserted) run after them, among themselves: light loads, each
+# compared with its own baseline, interleaved. Those marked solo load the machine on purpose
+# (capacity, twice the capacity) and run last, alone: a neighbour would be measured as theirs.
 PYTEST_WORKERS ?= 3
 ## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
-## then its timing tests alone
+## then its timing tests in parallel among themselves, then the solo ones alone
 integration: $(STAMP) tools $(WEB_BUILT)
 	$(BIN)/pytest -m "integration and not timing" -n $(PYTEST_WORKERS) --dist loadgroup
-	$(BIN)/pytest -m "integration and timing"
+	$(BIN)/pytest -m "integration and timing and not solo" -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -m "integration and solo"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

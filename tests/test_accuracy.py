@@ -46,7 +46,7 @@ from loadtest.load.runner import open_loop
 from loadtest.load.schedule import Catalogue, Shot, constant_arrivals, plan, requests
 from tests.conftest import free_port
 
-# Two stacks, five faults, each 4 x (2 s without, 2 s with): about two and a half minutes.
+# A stack per fault, each 4 x (2 s without, 2 s with): about half a minute each.
 pytestmark = [pytest.mark.timeout(300), pytest.mark.timing]
 
 DETAIL = "GET /dramas/{id}"
@@ -194,36 +194,27 @@ def spans_named(traces: list[Trace], windows: list[Window], prefix: str) -> list
     ]
 
 
-async def test_injected_time_is_attributed_where_it_was_injected(
-    stack_config: Callable[..., StackConfig],
-) -> None:
-    config = stack_config(sink_port=free_port(), network_proxy=True, env=ENV, media_dramas=20)
-    async with Stack(config) as stack:
-        assert stack.links
-        await drive(config.base_url, constant())  # warm up: connections, pools
-        worker = await interleaved(stack, {"method": "stream.presign", "delay_ms": 40})
-        database = await interleaved(stack, {"method": "episode.list", "db_delay_ms": 40})
-        queue = await interleaved(
-            stack, {"queue": "rpc.episode", "prefetch": 1, "delay_ms": 30}, bursts
-        )
-        # 3 ms each way on each link: the broker round trip of every process is 6 ms longer.
-        network = await interleaved(stack, {"network_delay_ms": 3}, rtt=0.006)
-    traces = select(load_traces([config.spans_path]), None, DETAIL)
+def assert_worker(traces: list[Trace], windows: Windows) -> None:
+    """A slow worker: 40 ms of app."""
+    assert_attributed(rises(traces, windows), "app", 40)
+    assert_calm(traces, windows["none"])
 
-    # A slow worker: 40 ms of app.
-    assert_attributed(rises(traces, worker), "app", 40)
 
-    # A slow database: 40 ms a statement, one statement in episode.list.
-    assert_attributed(rises(traces, database), "db", 40)
+def assert_database(traces: list[Trace], windows: Windows) -> None:
+    """A slow database: 40 ms a statement, one statement in episode.list."""
+    assert_attributed(rises(traces, windows), "db", 40)
+    assert_calm(traces, windows["none"])
 
-    # A congested queue: bursts of three into a worker that takes one at a time, 30 ms more
-    # each: the later requests of a burst wait while the ones ahead hold the worker. How much
-    # longer they waited between their publish and their handler, the callers measure free of
-    # clock skew (overhead minus the reply's way back, on one monotonic clock); the analyser
-    # must name that as the queue's dwell. The 30 ms are the handler's (its process span), and
-    # the wire does not move. (App and database time without the fault are no baseline here:
-    # three requests at once contend for the worker's CPU and its database, one at a time do
-    # not, so those medians fall by a few ms as the fault serialises the burst.)
+
+def assert_queue(traces: list[Trace], queue: Windows) -> None:
+    """A congested queue: bursts of three into a worker that takes one at a time, 30 ms more
+    each: the later requests of a burst wait while the ones ahead hold the worker. How much
+    longer they waited between their publish and their handler, the callers measure free of
+    clock skew (overhead minus the reply's way back, on one monotonic clock); the analyser
+    must name that as the queue's dwell. The 30 ms are the handler's (its process span), and
+    the wire does not move. (App and database time without the fault are no baseline here:
+    three requests at once contend for the worker's CPU and its database, one at a time do
+    not, so those medians fall by a few ms as the fault serialises the burst.)"""
     rise = rises(traces, queue)
     waited = {
         side: statistics.median(
@@ -243,8 +234,10 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     for wire in ("transit", "broker"):
         assert abs(rise[wire]) < max(0.1 * added, 1.0), (wire, rise)
 
-    # A slow network on the AMQP path: 3 ms each way on each hop to and from the broker, 12 ms
-    # a call, two calls. At least 80% of the added time is wire time; the dwell stays.
+
+def assert_network(traces: list[Trace], network: Windows) -> None:
+    """A slow network on the AMQP path: 3 ms each way on each hop to and from the broker, 12 ms
+    a call, two calls. At least 80% of the added time is wire time; the dwell stays."""
     rise = rises(traces, network)
     assert rise["duration"] >= 0.8 * 24, rise
     assert rise["wire"] >= 0.8 * rise["duration"], rise
@@ -257,11 +250,12 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     }
     assert overheads["fault"] - overheads["none"] >= 0.8 * 12, overheads
 
-    # No fault: transit + dwell is the queue wait, span by span; the worker's queue wait agrees
-    # with the caller's overhead minus the reply's way back.
-    calm = worker["none"] + database["none"]
+
+def assert_calm(traces: list[Trace], calm: list[Window]) -> None:
+    """No fault: transit + dwell is the queue wait, span by span; the worker's queue wait
+    agrees with the caller's overhead minus the reply's way back."""
     waits = spans_named(traces, calm, "queue wait ")
-    assert len(waits) >= 2 * RATE * SECONDS * ROUNDS * 0.9
+    assert len(waits) >= 2 * RATE * SECONDS * ROUNDS * 0.9  # two calls a request
     for span in waits:
         parts = span.attributes["rpc.queue_transit_ms"] + span.attributes["rpc.queue_dwell_ms"]
         assert abs(parts - span.attributes["rpc.queue_wait_ms"]) < 1e-6, span.attributes
@@ -274,12 +268,34 @@ async def test_injected_time_is_attributed_where_it_was_injected(
     assert abs(caller_side - worker_side) < 0.5, (caller_side, worker_side)
 
 
+# Each fault: its rule, its arrivals, the broker round trip it makes (s) and its checks. One
+# stack each, so that the four run side by side (make test runs the timing tier in parallel).
+FAULTS: dict[str, tuple[dict[str, Any], Arrivals, float | None, Callable[..., None]]] = {
+    "worker": ({"method": "stream.presign", "delay_ms": 40}, constant, None, assert_worker),
+    "database": ({"method": "episode.list", "db_delay_ms": 40}, constant, None, assert_database),
+    "queue": ({"queue": "rpc.episode", "prefetch": 1, "delay_ms": 30}, bursts, None, assert_queue),
+    # 3 ms each way on each link: the broker round trip of every process is 6 ms longer.
+    "network": ({"network_delay_ms": 3}, constant, 0.006, assert_network),
+}
+
+
+@pytest.mark.parametrize("where", FAULTS)
+async def test_injected_time_is_attributed_where_it_was_injected(
+    where: str, stack_config: Callable[..., StackConfig]
+) -> None:
+    rule, arrivals, rtt, check = FAULTS[where]
+    config = stack_config(sink_port=free_port(), network_proxy=True, env=ENV)
+    async with Stack(config) as stack:
+        assert stack.links
+        await drive(config.base_url, constant())  # warm up: connections, pools
+        windows = await interleaved(stack, rule, arrivals, rtt=rtt)
+    check(select(load_traces([config.spans_path]), None, DETAIL), windows)
+
+
 async def test_a_slow_network_on_the_http_path_is_network(
     stack_config: Callable[..., StackConfig],
 ) -> None:
-    config = stack_config(
-        sink_port=free_port(), network_proxy=True, transport="http", env=ENV, media_dramas=20
-    )
+    config = stack_config(sink_port=free_port(), network_proxy=True, transport="http", env=ENV)
     async with Stack(config) as stack:
         assert {"episode-http", "stream-http"} <= set(stack.links)
         await drive(config.base_url, constant())

@@ -279,6 +279,7 @@ async def test_poison_messages_are_answered_or_explained(running: Stack) -> None
     assert all(m.headers.get("x-dead-letter-detail") for m in dead)
 
 
+@pytest.mark.solo  # measures the machine's capacity, then saturates it: alone, last
 async def test_twice_the_capacity_sheds_fast_and_keeps_goodput(
     stack_config: StackConfigFactory,
 ) -> None:
