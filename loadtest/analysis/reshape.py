@@ -134,8 +134,8 @@ def other_request_replies(spans: list[Span]) -> list[Span]:
         if under_call:
             continue
         # The call ends when the caller has its reply; the worker's span after it sent the
-        # reply (its ack) is not waited for.
-        end = reply[1].end_us if reply else consumer.end_us
+        # reply (its ack) is not waited for. Never before the send (a skewed delivery).
+        end = max(producer.start_us, reply[1].end_us if reply else consumer.end_us)
         if reply is not None:
             end_us = max(consumer.start_us, min(consumer.end_us, reply[0].end_us))
             moved[consumer.span_id] = replace(consumer, end_ns=end_us * 1000)
