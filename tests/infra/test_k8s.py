@@ -15,6 +15,7 @@ a PrometheusRule from a rule file); the tests fail when they drift.
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import json
 import subprocess
@@ -42,16 +43,6 @@ from tests.infra.conftest import (
     run,
 )
 
-# Unknown fields must fail: the cloudcoil models allow extras by default, and a model class copies
-# its base's config when it is created, so this must run before the model modules are imported.
-cloudcoil.pydantic.BaseModel.model_config["extra"] = "forbid"
-
-from cloudcoil.models.istio.networking import v1 as istio_networking  # noqa: E402
-from cloudcoil.models.istio.security import v1 as istio_security  # noqa: E402
-from cloudcoil.models.istio.telemetry import v1 as istio_telemetry  # noqa: E402
-from cloudcoil.models.keda import v1alpha1 as keda  # noqa: E402
-from cloudcoil.models.prometheus_operator import v1 as prometheus  # noqa: E402
-
 SERVICES = ("drama-service", "episode-service", "stream-service")
 WORKERS = {"episode-service": "rpc.episode", "stream-service": "rpc.stream"}
 PROBE_PORTS = {
@@ -65,19 +56,34 @@ DASHBOARDS = ROOT / "observability" / "grafana" / "dashboards"
 KUBERNETES_VERSION = "1.32.0"
 WRITABLE_TMP = "/tmp"  # noqa: S108 - the path the pods mount an emptyDir on, not a file here
 
-MODELS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
-    ("networking.istio.io/v1", "Gateway"): istio_networking.Gateway,
-    ("networking.istio.io/v1", "VirtualService"): istio_networking.VirtualService,
-    ("networking.istio.io/v1", "DestinationRule"): istio_networking.DestinationRule,
-    ("security.istio.io/v1", "PeerAuthentication"): istio_security.PeerAuthentication,
-    ("security.istio.io/v1", "AuthorizationPolicy"): istio_security.AuthorizationPolicy,
-    ("telemetry.istio.io/v1", "Telemetry"): istio_telemetry.Telemetry,
-    ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): prometheus.ServiceMonitor,
-    ("monitoring.coreos.com/v1", "PodMonitor"): prometheus.PodMonitor,
-    ("monitoring.coreos.com/v1", "PrometheusRule"): prometheus.PrometheusRule,
-}
+
+@functools.cache
+def models() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
+    """The cloudcoil model of each custom kind, imported on first use: thousands of pydantic
+    classes (~3 s), which the worker that validates pays, not every collection of the suite."""
+    # Unknown fields must fail: the cloudcoil models allow extras by default, and a model class
+    # copies its base's config when it is created, so this must run before they are imported.
+    cloudcoil.pydantic.BaseModel.model_config["extra"] = "forbid"
+    from cloudcoil.models.istio.networking import v1 as istio_networking  # noqa: PLC0415
+    from cloudcoil.models.istio.security import v1 as istio_security  # noqa: PLC0415
+    from cloudcoil.models.istio.telemetry import v1 as istio_telemetry  # noqa: PLC0415
+    from cloudcoil.models.keda import v1alpha1 as keda  # noqa: PLC0415
+    from cloudcoil.models.prometheus_operator import v1 as prometheus  # noqa: PLC0415
+
+    return {
+        ("networking.istio.io/v1", "Gateway"): istio_networking.Gateway,
+        ("networking.istio.io/v1", "VirtualService"): istio_networking.VirtualService,
+        ("networking.istio.io/v1", "DestinationRule"): istio_networking.DestinationRule,
+        ("security.istio.io/v1", "PeerAuthentication"): istio_security.PeerAuthentication,
+        ("security.istio.io/v1", "AuthorizationPolicy"): istio_security.AuthorizationPolicy,
+        ("telemetry.istio.io/v1", "Telemetry"): istio_telemetry.Telemetry,
+        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): prometheus.ServiceMonitor,
+        ("monitoring.coreos.com/v1", "PodMonitor"): prometheus.PodMonitor,
+        ("monitoring.coreos.com/v1", "PrometheusRule"): prometheus.PrometheusRule,
+    }
+
 
 # checkov findings accepted, each with its reason. Nothing else may fail.
 CHECKOV_SKIPS = {
@@ -183,7 +189,7 @@ def test_custom_resources_match_their_models(docs: list[Doc]) -> None:
     """Every Istio, KEDA and Prometheus Operator object parses with unknown fields rejected."""
     errors = []
     for doc in docs:
-        model = MODELS.get((doc["apiVersion"], doc["kind"]))
+        model = models().get((doc["apiVersion"], doc["kind"]))
         if model is None:
             continue
         try:
@@ -202,7 +208,7 @@ def test_models_reject_a_misspelt_field() -> None:
         "spec": {"host": "x", "trafficPolicy": {"outlierDetection": {"consecutive5xxError": 5}}},
     }
     with pytest.raises(pydantic.ValidationError, match="consecutive5xxError"):
-        istio_networking.DestinationRule.model_validate(doc)
+        models()[("networking.istio.io/v1", "DestinationRule")].model_validate(doc)
 
 
 # --- workloads ------------------------------------------------------------------------------
