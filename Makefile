@@ -70,9 +70,11 @@ run: $(STAMP) preflight $(WEB_BUILT)
 ## test: lint, types, import contracts and both test tiers (real RabbitMQ and PostgreSQL)
 test: lint types imports webtest pytest
 
-## unit: the unit tier alone (no broker, database or process; about a minute): tests/tiers.py
+## unit: the unit tier alone (no broker, database or process; about 40 s): tests/tiers.py
+# It computes: one xdist worker a core (UNIT_WORKERS=0: in this process, for a debugger).
+UNIT_WORKERS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration" -n $(UNIT_WORKERS)
 
 # Integration tests wait on processes and the broker more than they compute: more workers
 # than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
