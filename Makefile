@@ -80,7 +80,8 @@ unit: $(STAMP)
 # than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
 # (latencies, rates, attributions asserted) run after them, among themselves: light loads, each
 # compared with its own baseline, interleaved. Those marked solo load the machine on purpose
-# (capacity, twice the capacity) and run last, alone: a neighbour would be measured as theirs.
+# (capacity, twice the capacity) or need it whole for a rate over a short window (locust's 2 s)
+# and run last, alone: a neighbour would be measured as theirs.
 PYTEST_WORKERS ?= 3
 ## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
 ## then its timing tests in parallel among themselves, then the solo ones alone
