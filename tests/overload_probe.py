@@ -1,18 +1,16 @@
 """``python -m tests.overload_probe URL capacity|overload [RATE]``: the fault matrix's load
 generator in a process of its own; prints its figures as JSON (tests/test_fault_matrix.py).
 
-It raises its own CPU priority where it may (root: ``nice -10``). The clients of a real
-deployment run on other machines; on this one they share the two cores with the stack, and a
-generator starved by the server it saturates measures its own lag, not the server's (the A/B
-is in docs/rpc.md, "Overload").
+It does not raise its priority: a ``nice`` of its own ranked it only within pytest's session
+(the kernel shares the CPU between sessions first), and with the session's priority raised the
+503s' tail did not move; alone, against a server that only sheds, it measures p99 2-3 ms at 500
+requests/s (docs/rpc.md, "What makes the tail").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
 import sys
 from typing import Any
@@ -56,6 +54,4 @@ async def probe_main(base: str, mode: str, rate: str | None = None) -> dict[str,
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(PermissionError):
-        os.nice(-10)
     print(json.dumps(asyncio.run(probe_main(*sys.argv[1:]))))
