@@ -67,12 +67,15 @@ class BrokerRoundTrip:
         self._least_ns = min(self._samples)
         RPC_BROKER_ROUND_TRIP.set(self._least_ns / 1e9)
 
-    async def run(self, connection: aio_pika.abc.AbstractConnection) -> None:
-        """Probe until cancelled, on a channel of its own (a robust connection reopens it after
-        a reconnection; probes that fail meanwhile are skipped)."""
+    async def run(
+        self, connection: aio_pika.abc.AbstractConnection, stop: asyncio.Event | None = None
+    ) -> None:
+        """Probe until ``stop`` is set (or cancelled), on a channel of its own (a robust
+        connection reopens it after a reconnection; probes that fail meanwhile are skipped)."""
+        stop = stop or asyncio.Event()
         channel = await connection.channel()
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     amqp = await channel.get_underlay_channel()
                     started = time.perf_counter_ns()
@@ -83,18 +86,25 @@ class BrokerRoundTrip:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the connection recovers on its own
                     log.debug("broker round trip probe failed: %s", exc)
-                await asyncio.sleep(self._interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._interval)
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
 
     @contextlib.asynccontextmanager
     async def measuring(self, connection: aio_pika.abc.AbstractConnection) -> AsyncIterator[None]:
-        """Probe ``connection`` for the duration of the block."""
-        task = asyncio.create_task(self.run(connection))
+        """Probe ``connection`` for the duration of the block. On leaving, a probe in flight
+        may finish (cancelled mid-declare, aiormq closes its channel with a warning, which a
+        service stopping should not log); one the broker does not answer within 1 s is not
+        waited for."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(connection, stop))
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.wait({task}, timeout=1)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
