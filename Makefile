@@ -85,10 +85,14 @@ unit: $(STAMP)
 PYTEST_WORKERS ?= 3
 ## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
 ## then its timing tests in parallel among themselves, then the solo ones alone
+# The last two collect only the files that mark such tests (a whole collection is ~6 CPU-s
+# an xdist worker).
+TIMING_FILES = $(shell grep -rl --include='test_*.py' 'mark\.timing' tests)
+SOLO_FILES = $(shell grep -rl --include='test_*.py' 'mark\.solo' tests)
 integration: $(STAMP) tools $(WEB_BUILT)
 	$(BIN)/pytest -m "integration and not timing" -n $(PYTEST_WORKERS) --dist loadgroup
-	$(BIN)/pytest -m "integration and timing and not solo" -n $(PYTEST_WORKERS)
-	$(BIN)/pytest -m "integration and solo"
+	$(BIN)/pytest -m "integration and timing and not solo" -n $(PYTEST_WORKERS) $(TIMING_FILES)
+	$(BIN)/pytest -m "integration and solo" $(SOLO_FILES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
