@@ -288,6 +288,7 @@ async def test_incoming_context_is_continued(
     assert_tree(otlp.trace(TRACE_ID), "/dramas/{id}")
 
 
+@pytest.mark.timing  # the waits must add up to the callers' overhead within 20% + 2 ms a call
 async def test_queue_wait_is_real(
     traced_stack: StackFactory,
     receiver: tuple[OtlpReceiver, str],
