@@ -98,19 +98,21 @@ async def call(client: AmqpRpcClient, method: str, value: int = 1) -> tuple[Answ
 async def test_delay_is_set_and_cleared_at_run_time(
     amqp_url: str, topology: Topology, client: AmqpRpcClient, queue_name: str
 ) -> None:
+    # A delay far above what a stalled test process adds to a handler that does nothing (43 ms
+    # seen in the parallel integration tier on 2 cores), and "untouched" well below it.
+    delay_ms, untouched_ns = 200, 100_000_000
     _, handler_ns, _ = await call(client, "t.echo")
-    assert handler_ns < 40_000_000
-    assert await set_rule(amqp_url, topology, queue=queue_name, method="t.echo", delay_ms=60) == [
-        "t.echo"
-    ]
+    assert handler_ns < untouched_ns
+    rule = await set_rule(amqp_url, topology, queue=queue_name, method="t.echo", delay_ms=delay_ms)
+    assert rule == ["t.echo"]
     answer, handler_ns, _ = await call(client, "t.echo", 7)
     assert answer.value == 7
-    assert handler_ns >= 60_000_000
+    assert handler_ns >= delay_ms * 1_000_000
     _, other_ns, _ = await call(client, "t.count")  # another method is untouched
-    assert other_ns < 40_000_000
+    assert other_ns < untouched_ns
     assert await set_rule(amqp_url, topology, clear=True) == []
     _, handler_ns, _ = await call(client, "t.echo")
-    assert handler_ns < 40_000_000
+    assert handler_ns < untouched_ns
 
 
 async def test_error_rate_answers_injected_and_loses_nothing(
@@ -133,13 +135,15 @@ async def test_error_rate_answers_injected_and_loses_nothing(
 async def test_lower_prefetch_congests_the_queue(
     amqp_url: str, topology: Topology, client: AmqpRpcClient, queue_name: str
 ) -> None:
-    await set_rule(amqp_url, topology, method="t.echo", delay_ms=50)
+    # Handlers of 200 ms: far above a stall of the test process (tens of ms, in the parallel
+    # integration tier), so that "all at once" and "one at a time" cannot be confused.
+    await set_rule(amqp_url, topology, method="t.echo", delay_ms=200)
     results = await asyncio.gather(*(call(client, "t.echo", n) for n in range(4)))
-    assert max(wait for _, _, wait in results) < 50_000_000  # prefetch 8: all start at once
+    assert max(wait for _, _, wait in results) < 100_000_000  # prefetch 8: all start at once
     await set_rule(amqp_url, topology, queue=queue_name, prefetch=1)
     results = await asyncio.gather(*(call(client, "t.echo", n) for n in range(4)))
-    # One at a time: the last waits behind three 50 ms handlers.
-    assert max(wait for _, _, wait in results) >= 140_000_000
+    # One at a time: the last waits behind three 200 ms handlers.
+    assert max(wait for _, _, wait in results) >= 560_000_000
     assert [answer.value for answer, _, _ in results] == [0, 1, 2, 3]
 
 
@@ -147,12 +151,12 @@ async def test_lower_prefetch_congests_the_queue(
 async def test_slow_database_slows_only_the_faulted_method(
     amqp_url: str, topology: Topology, client: AmqpRpcClient
 ) -> None:
-    await set_rule(amqp_url, topology, method="t.count", db_delay_ms=80)
+    await set_rule(amqp_url, topology, method="t.count", db_delay_ms=200)
     answer, handler_ns, _ = await call(client, "t.count")
     assert answer.value == 0
-    assert handler_ns >= 80_000_000
+    assert handler_ns >= 200_000_000
     _, echo_ns, _ = await call(client, "t.echo")
-    assert echo_ns < 40_000_000
+    assert echo_ns < 100_000_000  # well below the delay, above a stalled test process
 
 
 @pytest.mark.usefixtures("worker")
