@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from importlib.metadata import entry_points, version
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
@@ -83,6 +83,21 @@ def configure_tracing(service_name: str, environ: Mapping[str, str]) -> TracerPr
     return provider
 
 
+_T = TypeVar("_T")
+
+
+def _entry_point_class(variable: str, group: str, name: str, base: type[_T]) -> type[_T]:
+    """The class entry point ``name`` of ``group`` names, a ``base``; a :class:`ConfigError`
+    naming ``variable`` when there is none or it is something else."""
+    found = entry_points(group=group, name=name)
+    if not found:
+        raise ConfigError(f"{variable}: no {group} entry point named {name!r}")
+    kind = next(iter(found)).load()
+    if not (isinstance(kind, type) and issubclass(kind, base)):
+        raise ConfigError(f"{variable}: {name!r} is not a {base.__name__}")
+    return kind
+
+
 def _provider_class(environ: Mapping[str, str]) -> type[TracerProvider]:
     """The SDK provider class ``OTEL_PYTHON_TRACER_PROVIDER`` names (default: the SDK's own).
 
@@ -91,12 +106,9 @@ def _provider_class(environ: Mapping[str, str]) -> type[TracerProvider]:
     warning, when the installed SDK lacks what it reads (:func:`lean_spans_unsupported`).
     """
     name = environ.get(OTEL_PYTHON_TRACER_PROVIDER, "").strip() or "sdk_tracer_provider"
-    found = entry_points(group="opentelemetry_tracer_provider", name=name)
-    if not found:
-        raise ConfigError(f"{OTEL_PYTHON_TRACER_PROVIDER}: no tracer provider named {name!r}")
-    kind = next(iter(found)).load()
-    if not (isinstance(kind, type) and issubclass(kind, TracerProvider)):
-        raise ConfigError(f"{OTEL_PYTHON_TRACER_PROVIDER}: {name!r} is not an SDK TracerProvider")
+    kind = _entry_point_class(
+        OTEL_PYTHON_TRACER_PROVIDER, "opentelemetry_tracer_provider", name, TracerProvider
+    )
     if issubclass(kind, LeanTracerProvider) and (missing := lean_spans_unsupported()):
         log.warning(
             "%s=%s: the installed opentelemetry-sdk %s lacks what the lean spans read (%s); "
@@ -136,12 +148,9 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
                     "OTEL_EXPORTER_OTLP_PROTOCOL must be http/json or http/protobuf, "
                     f"got {protocol!r}"
                 )
-    found = entry_points(group="opentelemetry_traces_exporter", name=name)
-    if not found:
-        raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}")
-    kind = next(iter(found)).load()
-    if not (isinstance(kind, type) and issubclass(kind, SpanExporter)):
-        raise ConfigError(f"OTEL_TRACES_EXPORTER: {name!r} is not a span exporter")
+    kind = _entry_point_class(
+        "OTEL_TRACES_EXPORTER", "opentelemetry_traces_exporter", name, SpanExporter
+    )
     if issubclass(kind, OtlpJsonSpanExporter):
         return kind.from_env(environ)
     exporter: SpanExporter = kind()
