@@ -8,6 +8,7 @@ from its command line (`loadtest.devstack.run`).
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import sys
@@ -82,11 +83,23 @@ class StackConfig:
 
 
 def free_port() -> int:
-    """A port nothing listens on now (the caller binds it soon after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on now (the caller binds it soon after), below the kernel's
+    ephemeral range: every outgoing connection on the machine takes its local port from that
+    range, and one took a stack's port between this call and the bind (CI, with the timing
+    tests in parallel). Picked at random, so that parallel callers rarely meet."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    for _ in range(200):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError(f"no free port between 10000 and {low}")
 
 
 @contextlib.contextmanager
