@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, load_all
 
 Doc = dict[str, Any]
 Schema = dict[str, Any]
@@ -56,8 +55,8 @@ class MissingCrd(LookupError):
 def crd_documents(directories: Iterable[Path] = CRD_DIRS) -> Iterator[Doc]:
     for directory in directories:
         for path in sorted(directory.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc and doc.get("kind") == "CustomResourceDefinition":
+            for doc in load_all(path.read_text()):
+                if doc.get("kind") == "CustomResourceDefinition":
                     yield doc
 
 

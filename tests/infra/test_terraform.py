@@ -25,7 +25,7 @@ import pytest
 import yaml
 from hcl2.utils import SerializationOptions
 
-from .conftest import ROOT, eks_terraform_env, guide_helm_values, run
+from .conftest import ROOT, eks_terraform_env, guide_helm_values, load_all, run
 
 TERRAFORM = ROOT / "terraform"
 MODULES = TERRAFORM / "modules"
@@ -141,7 +141,7 @@ def conditions(statement: Doc) -> dict[str, Doc]:
 @cache
 def rendered_eks_overlay() -> tuple[Doc, ...]:
     proc = run("kubectl", "kustomize", EKS_OVERLAY)
-    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    return tuple(load_all(proc.stdout))
 
 
 def rendered(kind: str, name: str) -> Doc:
