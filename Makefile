@@ -79,19 +79,24 @@ unit: $(STAMP)
 # Integration tests wait on processes and the broker more than they compute: more workers
 # than cores (PYTEST_WORKERS=1: one at a time, as before the tiers). Tests marked timing
 # (latencies, rates, attributions asserted) run after them, among themselves: light loads, each
-# compared with its own baseline, interleaved. Those marked solo load the machine on purpose
+# compared with its own baseline, interleaved. Those marked accuracy (the analyser's
+# attributions, within 1 ms) then run among themselves alone: light loads too, but a heavier
+# timing test beside them moved a median by 2 ms. Those marked solo load the machine on purpose
 # (capacity, twice the capacity) or need it whole for a rate over a short window (locust's 2 s)
 # and run last, alone: a neighbour would be measured as theirs.
 PYTEST_WORKERS ?= 3
 ## integration: the integration tier (RabbitMQ, PostgreSQL, processes): in parallel (xdist),
-## then its timing tests in parallel among themselves, then the solo ones alone
-# The last two collect only the files that mark such tests (a whole collection is ~6 CPU-s
+## then its timing tests in parallel among themselves, the accuracy ones likewise, then the
+## solo ones alone
+# The last three collect only the files that mark such tests (a whole collection is ~6 CPU-s
 # an xdist worker).
 TIMING_FILES = $(shell grep -rl --include='test_*.py' 'mark\.timing' tests)
+ACCURACY_FILES = $(shell grep -rl --include='test_*.py' 'mark\.accuracy' tests)
 SOLO_FILES = $(shell grep -rl --include='test_*.py' 'mark\.solo' tests)
 integration: $(STAMP) tools $(WEB_BUILT)
 	$(BIN)/pytest -m "integration and not timing" -n $(PYTEST_WORKERS) --dist loadgroup
-	$(BIN)/pytest -m "integration and timing and not solo" -n $(PYTEST_WORKERS) $(TIMING_FILES)
+	$(BIN)/pytest -m "integration and timing and not accuracy and not solo" -n $(PYTEST_WORKERS) $(TIMING_FILES)
+	$(BIN)/pytest -m "integration and accuracy" -n $(PYTEST_WORKERS) $(ACCURACY_FILES)
 	$(BIN)/pytest -m "integration and solo" $(SOLO_FILES)
 
 lint: $(STAMP)

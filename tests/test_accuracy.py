@@ -47,8 +47,9 @@ from loadtest.load.schedule import Catalogue, Shot, constant_arrivals, plan, req
 from tests.conftest import free_port
 
 # A stack per fault, each 4 x (2 s without, 2 s with): about half a minute each.
-# Attributions within 1 ms: alone (solo), a neighbour's load moved a median by 2 ms (CI).
-pytestmark = [pytest.mark.timeout(300), pytest.mark.timing, pytest.mark.solo]
+# Attributions within 1 ms: among themselves only (accuracy), since a heavier timing test beside
+# them moved a median by 2 ms (CI); three at once passed five runs of five.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.timing, pytest.mark.accuracy]
 
 DETAIL = "GET /dramas/{id}"
 # 128 traces a side; few requests at once, so that the faults do not crowd the CPU.
