@@ -9,6 +9,8 @@ This package exports what the services (drama, episode, stream, catalog) use, an
 (tests/test_broker_layout.py holds the list); tests and tools import from the subpackages.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from broker.errors import (
     BadRequest,
     ConfigError,
@@ -26,7 +28,6 @@ from broker.rpc import AmqpRpcClient, GuardedRpcClient, HttpRpcClient, RpcClient
 from broker.service import (
     Env,
     ReadCache,
-    SqlStore,
     WorkerSettings,
     amqp_url_from_env,
     redact_url,
@@ -43,6 +44,20 @@ from broker.telemetry import (
     recorded_span,
     request_logged,
 )
+
+if TYPE_CHECKING:
+    from broker.service import SqlStore
+
+
+def __getattr__(name: str) -> Any:
+    """``SqlStore`` on first use: stream-service, which has no database, never loads
+    SQLAlchemy (broker/service/__init__.py)."""
+    if name == "SqlStore":
+        from broker import service  # noqa: PLC0415 - on first use
+
+        return service.SqlStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUCKETS",

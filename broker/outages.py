@@ -8,9 +8,8 @@ dead-lettered request, and the log should not grow by a traceback per request wh
 from __future__ import annotations
 
 import logging
+import sys
 import time
-
-import sqlalchemy.exc
 
 __all__ = ["RepeatedLog", "dependency_unavailable"]
 
@@ -41,17 +40,18 @@ def dependency_unavailable(exc: BaseException) -> bool:
 
 
 def _says_unavailable(exc: BaseException) -> bool:
-    if isinstance(
-        exc,
-        sqlalchemy.exc.OperationalError
-        | sqlalchemy.exc.InterfaceError
-        | sqlalchemy.exc.TimeoutError
-        | sqlalchemy.exc.DisconnectionError
-        | OSError,
-    ):
+    if isinstance(exc, OSError):
         return True
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
+    # Looked up, not imported: a SQLAlchemy error exists only once SQLAlchemy is loaded, and
+    # stream-service, which has no database, does not load it.
+    sa = sys.modules.get("sqlalchemy.exc")
+    if sa is not None:
+        if isinstance(
+            exc, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | sa.DisconnectionError
+        ):
+            return True
+        if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+            return True
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES

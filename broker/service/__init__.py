@@ -2,9 +2,10 @@
 ``main`` and the event loop (:func:`service_main`), the database engine, the read cache, the
 AMQP URL with TLS."""
 
+from typing import TYPE_CHECKING, Any
+
 from broker.errors import ConfigError
 from broker.service.cache import ReadCache
-from broker.service.db import SqlStore, open_engine
 from broker.service.env import Env
 from broker.service.runtime import (
     configure_logging,
@@ -15,6 +16,21 @@ from broker.service.runtime import (
 )
 from broker.service.tls import amqp_url, amqp_url_from_env
 from broker.service.worker import WorkerSettings, serving_worker
+
+if TYPE_CHECKING:
+    from broker.service.db import SqlStore, open_engine
+
+# SQLAlchemy (0.4 s to import) only for the services with a database: stream-service has none.
+_LAZY = {"SqlStore", "open_engine"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from broker.service import db  # noqa: PLC0415 - on first use
+
+        return getattr(db, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from importlib.metadata import entry_points, version
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
@@ -33,12 +33,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import ConfigError
 from broker.telemetry.otlp import OtlpJsonSpanExporter
 from broker.telemetry.spans import LeanTracerProvider
 from broker.telemetry.spans_check import lean_spans_unsupported
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("broker._telemetry")  # its name before broker/ had packages
 
