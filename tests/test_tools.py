@@ -319,7 +319,7 @@ async def test_make_run_with_a_wrong_password_or_vhost_says_what_to_set(
 ) -> None:
     wrong = amqp_url.replace("guest:guest@", "guest:not-the-password@")
     code, _, err = await command(*stack_command(tmp_path), env={"AMQP_URL": wrong})
-    assert code == 1
+    assert code == 1, err  # once 2, cause unseen: say it next time
     assert err.count("\n") == 1
     assert "refused the login of amqp://guest:***@" in err
     assert "ACCESS_REFUSED" in err
@@ -327,7 +327,7 @@ async def test_make_run_with_a_wrong_password_or_vhost_says_what_to_set(
     assert "not-the-password" not in err
     missing = amqp_url.rstrip("/") + "/no-such-vhost-i22"
     code, _, err = await command(*stack_command(tmp_path), env={"AMQP_URL": missing})
-    assert code == 1
+    assert code == 1, err
     assert err.count("\n") == 1
     assert "vhost 'no-such-vhost-i22'" in err
     assert "rabbitmqctl add_vhost" in err
