@@ -116,7 +116,15 @@ def assert_bounded(result: ByOutcome, allowed: set[str]) -> None:
     assert outcomes <= allowed, {k: len(v) for k, v in result.latencies.items()}
     assert result.worst <= DEADLINE_S + 1, result.worst
     if result.count("503") >= 10:
-        assert result.p99("503") < 0.25, result.p99("503")
+        # Fast: at once, not after waiting out the deadline. Alone the 503s' p99 is 20-40 ms
+        # (both cores kept busy by spin loops included), but beside the other timing tests on
+        # the 2-core machine it was 261, 340 and 634 ms (CI): the bound is half the deadline,
+        # which a 503 that waited for a timeout cannot meet.
+        slowest = sorted(result.latencies["503"])[-5:]
+        assert result.p99("503") < DEADLINE_S / 2, (
+            result.count("503"),
+            [round(x, 3) for x in slowest],
+        )
 
 
 async def serving_again(base_url: str) -> None:
