@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -157,9 +158,10 @@ class Stack:
         await asyncio.to_thread(set_ae_policy, self.config.amqp_url)
         if self.config.network_proxy:
             await self.start_network_proxy()
-        await _side_by_side(self.seed("drama"), self.seed("episode"), self._storage())
+        databases = (self._seed_database(service) for service in ("drama", "episode"))
+        await _side_by_side(*databases, self._storage())
         services = (self.start_process(service, service) for service in SERVICES)
-        await _side_by_side(self.seed("stream"), *services)
+        await _side_by_side(self._seed_media(), *services)
         if self.config.web_port is not None:
             await self.start_web()
 
@@ -202,37 +204,24 @@ class Stack:
         configured = endpoint in self.config.env or endpoint in os.environ
         return self.config.sink_port is not None and not configured
 
-    async def seed(self, service: str) -> None:
-        """The sample catalogue (or ``seed_dramas`` generated) into drama's and episode's
-        databases, or the media of the first ``media_dramas`` into the embedded S3."""
-        if service != "stream":
-            await self._seed_database(service)
-            return
+    async def _seed_media(self) -> None:
+        """The media of the first ``media_dramas`` into the embedded S3."""
         args = ["stream", "seed", "--dramas", str(self.config.media_dramas)]
         if self.config.media_cache is not None:
             args += ["--cache", str(self.config.media_cache)]
-        await self._seed_one(service, args)
+        await self._seed_one("stream", args)
 
     async def _seed_database(self, service: str) -> None:
-        """``python -m drama seed`` (or ``episode``), run in this process: the seed is a few
-        statements, and a process of its own would spend ~0.9 s of CPU on its imports alone
-        (two of the seven a stack started; the tests start dozens of stacks)."""
-        # The services' own seed commands; imported when a stack starts, not with loadtest.
-        env, args = (
-            self.env(service),
-            argparse.Namespace(dramas=self.config.seed_dramas, reset=False),
-        )
+        """``python -m drama seed`` (or ``episode``): the sample catalogue, or ``seed_dramas``
+        generated, run in this process: the seed is a few statements, and a process of its own
+        would spend ~0.9 s of CPU on its imports alone (two of the seven a stack started; the
+        tests start dozens of stacks). The service's modules are imported when a stack starts,
+        not with loadtest."""
+        command = importlib.import_module(f"{service}.__main__")
+        settings = importlib.import_module(f"{service}.settings").Settings
+        args = argparse.Namespace(dramas=self.config.seed_dramas, reset=False)
         try:
-            if service == "drama":
-                from drama.__main__ import seed as seed_dramas  # noqa: PLC0415
-                from drama.settings import Settings as DramaSettings  # noqa: PLC0415
-
-                await seed_dramas(DramaSettings.from_env(env), args)
-            else:
-                from episode.__main__ import seed as seed_episodes  # noqa: PLC0415
-                from episode.settings import Settings as EpisodeSettings  # noqa: PLC0415
-
-                await seed_episodes(EpisodeSettings.from_env(env), args)
+            await command.seed(settings.from_env(self.env(service)), args)
         except (ValueError, OSError, SQLAlchemyError) as exc:
             raise StackError(f"seeding {service} failed: {exc}") from exc
 
