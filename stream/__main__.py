@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+import aioboto3
 from opentelemetry.sdk.trace import TracerProvider
 
 from broker import redact_url, service_main, serving_worker, stop_event
@@ -45,13 +46,17 @@ def serve(settings: Settings, _provider: TracerProvider | None) -> None:
     asyncio.run(run(settings))
 
 
-async def seed(settings: Settings, args: argparse.Namespace) -> None:
+async def seed(
+    settings: Settings, args: argparse.Namespace, session: aioboto3.Session | None = None
+) -> None:
+    """Upload the media of ``args.dramas``; ``session``: the credentials, by default the
+    process's (the dev stack seeds in its own process and passes the embedded S3's)."""
     dramas = sample(args.dramas)
     keys = [e.media_key for d in dramas for e in d.episodes]
     ffmpeg = None if args.placeholder else ffmpeg_path()
     if ffmpeg is None and not args.placeholder:
         log.warning("no ffmpeg (Debian package ffmpeg): seeding unplayable placeholder media")
-    async with open_s3(settings) as s3:
+    async with open_s3(settings, session) as s3:
         if ffmpeg is None:
             uploaded = await seed_media(s3, settings.media_bucket, keys, sample=placeholder)
         else:

@@ -40,9 +40,12 @@ if TYPE_CHECKING:
 
 
 @contextlib.asynccontextmanager
-async def open_s3(settings: Settings) -> AsyncIterator[S3Client]:
-    """The S3 client: path-style against a local endpoint, virtual-hosted against AWS."""
-    session = aioboto3.Session()
+async def open_s3(
+    settings: Settings, session: aioboto3.Session | None = None
+) -> AsyncIterator[S3Client]:
+    """The S3 client: path-style against a local endpoint, virtual-hosted against AWS.
+    Credentials come from ``session``, by default one that reads the process's environment."""
+    session = session or aioboto3.Session()
     async with session.client(
         "s3", endpoint_url=settings.s3_endpoint_url, config=s3_config(settings)
     ) as s3:
