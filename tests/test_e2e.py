@@ -120,12 +120,14 @@ async def test_detail_pages_and_streams(
 async def test_expired_url_is_refused(
     make_stack: StackFactory, http: aiohttp.ClientSession
 ) -> None:
-    async with make_stack(env={"PRESIGN_TTL_S": "1"}) as stack:
+    # Two seconds: X-Amz-Date has whole seconds, so a URL signed at hh:mm:ss.9 with a lifetime
+    # of one second was valid for 0.1 s, and the fetch below got a 403 on a busy machine (CI).
+    async with make_stack(env={"PRESIGN_TTL_S": "2"}) as stack:
         _, _, drama = await get_json(http, f"{stack.config.base_url}/dramas/1")
         stream = drama["episodes"][0]["stream"]
         async with http.get(stream["url"]) as fresh:
             assert fresh.status == 200
-        # Waiting out the one-second lifetime is the behaviour under test, not synchronisation.
+        # Waiting out the lifetime is the behaviour under test, not synchronisation.
         expires_at = dt.datetime.fromisoformat(stream["expires_at"])
         await asyncio.sleep((expires_at - dt.datetime.now(dt.UTC)).total_seconds() + 1.1)
         async with http.get(stream["url"]) as stale:
