@@ -186,11 +186,13 @@ async def test_altered_segment_urls_are_refused(
 async def test_expired_segment_urls_are_refused(
     s3: S3Client, seeded: str, http: aiohttp.ClientSession
 ) -> None:
-    signed = await Procedures(s3, seeded, ttl_s=1).playlist(SignPlaylist(key=KEY))
+    # Two seconds, not one: X-Amz-Date keeps whole seconds, so one second signed late in a
+    # second would leave the first fetch a tenth of one (test_e2e's expired-URL test, in CI).
+    signed = await Procedures(s3, seeded, ttl_s=2).playlist(SignPlaylist(key=KEY))
     url = segment_urls(signed.body)[-1]
     status, _, _ = await fetch(http, url)
     assert status == 200
-    # Waiting out the one-second lifetime is the behaviour under test, not synchronisation.
+    # Waiting out the lifetime is the behaviour under test, not synchronisation.
     expires_at = datetime.fromisoformat(signed.expires_at)
     await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 1.1)
     status, body, _ = await fetch(http, url)
