@@ -159,8 +159,9 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
     log = (base / "server.log").open("w")
+    # In its own directory: a node that dies writes its crash dumps (MnesiaCore.*) there.
     server = subprocess.Popen(
-        [RABBITMQ_BIN / "rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [RABBITMQ_BIN / "rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base
     )
     ctl = [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", node]
     try:
