@@ -13,6 +13,7 @@ RPC transport belong to the unit tier: they need no mark.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -44,6 +45,16 @@ from tests.tiers import (  # noqa: F401 - the tiers' hooks, registered by being 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session is over: its objects are left to the process's exit, not collected. After
+    pytest's own last collections (its unraisable-exception check runs before this), the
+    interpreter's collections at exit took 2.4 s a process (~800,000 objects in a unit-tier
+    worker), paid by every xdist worker of every step of ``make test`` before it could end; with
+    the objects frozen, 0.08 s."""
+    gc.freeze()
 
 
 def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 30) -> None:
