@@ -75,7 +75,7 @@ test: lint types imports webtest pytest
 # collection that takes ~2 s once they are cached (in __pycache__, which git ignores).
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
-## unit: the unit tier alone (no broker, database or process; about 30 s): tests/tiers.py
+## unit: the unit tier alone (no broker, database or process; about 25 s): tests/tiers.py
 # It computes: one xdist worker a core (UNIT_WORKERS=0: in this process, for a debugger).
 UNIT_WORKERS ?= 2
 unit: $(STAMP)
