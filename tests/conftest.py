@@ -38,8 +38,9 @@ from loadtest.devstack.stack import Stack
 from tests.otlp import OtlpReceiver
 from tests.tiers import (  # noqa: F401 - the tiers' hooks, registered by being here
     pytest_collection_modifyitems,
+    pytest_runtest_call,
     pytest_runtest_makereport,
-    pytest_runtest_protocol,
+    pytest_runtest_setup,
 )
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker.rpc import AmqpRpcClient, RpcUnavailable, RpcWorker
-from broker.service import Env, WorkerSettings
+from broker.service import ConfigError, Env, WorkerSettings
+from broker.service import amqp_url as checked_amqp_url
 from tests.conftest import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's rabbitmq-server, as .ci/run installs it
@@ -222,3 +223,22 @@ async def test_a_broker_certificate_from_another_ca_is_refused(tls_broker: TlsBr
     verify = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
     assert verify, causes
     assert "certificate verify failed" in str(verify[0])
+
+
+def test_plain_amqp_is_refused_off_loopback(tmp_path: Path) -> None:
+    assert checked_amqp_url("amqp://u:p@127.0.0.1:5672/") == "amqp://u:p@127.0.0.1:5672/"
+    assert checked_amqp_url("amqp://u:p@localhost/") == "amqp://u:p@localhost/"
+    with pytest.raises(ConfigError, match="clear text; use amqps://"):
+        checked_amqp_url("amqp://u:p@rabbitmq.drama-streaming.svc:5672/")
+    with pytest.raises(ConfigError, match="AMQP_CA_FILE is set but AMQP_URL is plain"):
+        checked_amqp_url("amqp://u:p@127.0.0.1/", str(tmp_path))
+    with pytest.raises(ConfigError, match="is not a readable file"):
+        checked_amqp_url("amqps://u:p@broker/", str(tmp_path / "missing.pem"))
+    ca = Ca.make("x").write(tmp_path / "ca.pem")
+    assert checked_amqp_url("amqps://u:p@broker:5671/v?heartbeat=5", str(ca)) == (
+        f"amqps://u:p@broker:5671/v?heartbeat=5&cafile={str(ca).replace('/', '%2F')}"
+    )
+    # Without a bundle, amqps:// is verified against the system's trust store.
+    assert checked_amqp_url("amqps://u:p@broker/") == "amqps://u:p@broker/"
+    with pytest.raises(ConfigError, match="no_verify_ssl would accept any certificate"):
+        checked_amqp_url("amqps://u:p@broker/?no_verify_ssl=1")

@@ -1,4 +1,4 @@
-"""The process plumbing: JSON log lines and settings errors, the broker URL's checks."""
+"""The process plumbing: JSON log lines and settings errors."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from broker.service import ConfigError, Env
-from broker.service import amqp_url as checked_amqp_url
 from broker.service.runtime import JsonFormatter, tune_gc
-from tests.test_amqp_tls import Ca
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -76,24 +73,3 @@ def test_a_bad_runtime_variable_stops_the_service(variable: str, value: str) -> 
     )
     assert done.returncode == 2
     assert variable in done.stderr
-
-
-# Here, not beside the TLS tests: a unit test last in that module would tear down its broker
-# node under the unit tier's guard (no process may start: rabbitmqctl stop was refused).
-def test_plain_amqp_is_refused_off_loopback(tmp_path: Path) -> None:
-    assert checked_amqp_url("amqp://u:p@127.0.0.1:5672/") == "amqp://u:p@127.0.0.1:5672/"
-    assert checked_amqp_url("amqp://u:p@localhost/") == "amqp://u:p@localhost/"
-    with pytest.raises(ConfigError, match="clear text; use amqps://"):
-        checked_amqp_url("amqp://u:p@rabbitmq.drama-streaming.svc:5672/")
-    with pytest.raises(ConfigError, match="AMQP_CA_FILE is set but AMQP_URL is plain"):
-        checked_amqp_url("amqp://u:p@127.0.0.1/", str(tmp_path))
-    with pytest.raises(ConfigError, match="is not a readable file"):
-        checked_amqp_url("amqps://u:p@broker/", str(tmp_path / "missing.pem"))
-    ca = Ca.make("x").write(tmp_path / "ca.pem")
-    assert checked_amqp_url("amqps://u:p@broker:5671/v?heartbeat=5", str(ca)) == (
-        f"amqps://u:p@broker:5671/v?heartbeat=5&cafile={str(ca).replace('/', '%2F')}"
-    )
-    # Without a bundle, amqps:// is verified against the system's trust store.
-    assert checked_amqp_url("amqps://u:p@broker/") == "amqps://u:p@broker/"
-    with pytest.raises(ConfigError, match="no_verify_ssl would accept any certificate"):
-        checked_amqp_url("amqps://u:p@broker/?no_verify_ssl=1")

@@ -3,9 +3,10 @@
 Loaded by tests/conftest.py (``pytest_plugins``). A test is marked ``integration`` at collection
 when it asks for a fixture of :data:`INTEGRATION_FIXTURES` (directly or through another
 fixture), or carries the mark itself (``pytestmark = pytest.mark.integration`` in its module).
-Every other test runs under a guard: connecting to RabbitMQ's or PostgreSQL's ports, or
-starting a process, raises :class:`TierViolation` and fails the test with a message that says
-how to mark it; the guard holds whether the test runs in ``make unit`` or ``make test``.
+Every other test runs its setup and call under a guard: connecting to RabbitMQ's or
+PostgreSQL's ports, or starting a process, raises :class:`TierViolation` and fails the test
+with a message that says how to mark it; the guard holds whether the test runs in ``make unit``
+or ``make test``.
 """
 
 from __future__ import annotations
@@ -99,10 +100,20 @@ def _guard(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(
-    item: pytest.Item, nextitem: pytest.Item | None
-) -> Generator[None, object, object]:
-    """A unit test's setup, call and teardown (its fixtures of any scope too) run guarded."""
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    """A unit test's setup (its fixtures of any scope) runs guarded."""
+    if item.get_closest_marker("integration"):
+        return (yield)
+    with _guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A unit test's call runs guarded. Its teardown does not: it also ends the fixtures of
+    wider scope that the next test does not share, such as a module's broker node that the
+    module's integration tests started before a unit test came last; what a unit test's own
+    fixtures start was refused at their setup."""
     if item.get_closest_marker("integration"):
         return (yield)
     with _guard(item):
