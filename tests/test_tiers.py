@@ -20,21 +20,27 @@ from tests.tiers import (
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 
 
+def run_inner(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
+    """``source`` as the inner session's one test module, run with the tiers' hooks."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_inner=source)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider")
+
+
 @pytest.mark.integration  # the inner session starts processes (true, in a fixture's teardown)
 def test_a_unit_test_that_starts_a_process_fails_and_says_how_to_mark_it(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini(INI)
-    pytester.makepyfile(
-        test_inner="""
+    result = run_inner(
+        pytester,
+        """
         import subprocess
 
         def test_starts_a_process():
             subprocess.run(["true"], check=True)
-        """
+        """,
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*is a unit test (no integration mark) but starts a process*"])
 
@@ -43,10 +49,9 @@ def test_a_unit_test_that_starts_a_process_fails_and_says_how_to_mark_it(
 def test_a_unit_test_last_in_a_module_ends_its_shared_fixture_unguarded(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini(INI)
-    pytester.makepyfile(
-        test_inner="""
+    result = run_inner(
+        pytester,
+        """
         import subprocess
         import pytest
 
@@ -61,7 +66,6 @@ def test_a_unit_test_last_in_a_module_ends_its_shared_fixture_unguarded(
 
         def test_unit_last():
             pass
-        """
+        """,
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
