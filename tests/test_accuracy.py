@@ -48,7 +48,7 @@ from tests.conftest import free_port
 
 # A stack per fault, each 4 x (2 s without, 2 s with): about half a minute each.
 # Attributions within 1 ms: among themselves only (accuracy), since a heavier timing test beside
-# them moved a median by 2 ms (CI); three at once passed five runs of five.
+# them moved a median by 2 ms (CI); all five at once keep the margins of three (Makefile).
 pytestmark = [pytest.mark.timeout(300), pytest.mark.timing, pytest.mark.accuracy]
 
 DETAIL = "GET /dramas/{id}"

@@ -121,7 +121,7 @@ async def test_expired_url_is_refused(
     make_stack: StackFactory, http: aiohttp.ClientSession
 ) -> None:
     # Two seconds: X-Amz-Date has whole seconds, so a URL signed at hh:mm:ss.9 with a lifetime
-    # of one second was valid for 0.1 s, and the fetch below got a 403 on a busy machine (CI).
+    # of one second was valid for 0.1 s, and the fetch below got a 403 on a busy machine.
     async with make_stack(env={"PRESIGN_TTL_S": "2"}) as stack:
         _, _, drama = await get_json(http, f"{stack.config.base_url}/dramas/1")
         stream = drama["episodes"][0]["stream"]

@@ -187,7 +187,7 @@ async def test_expired_segment_urls_are_refused(
     s3: S3Client, seeded: str, http: aiohttp.ClientSession
 ) -> None:
     # Two seconds, not one: X-Amz-Date keeps whole seconds, so one second signed late in a
-    # second would leave the first fetch a tenth of one (test_e2e's expired-URL test, in CI).
+    # second would leave the first fetch a tenth of one (test_e2e's expired-URL test failed so).
     signed = await Procedures(s3, seeded, ttl_s=2).playlist(SignPlaylist(key=KEY))
     url = segment_urls(signed.body)[-1]
     status, _, _ = await fetch(http, url)

@@ -206,10 +206,7 @@ class Stack:
 
     async def _seed_media(self) -> None:
         """``python -m stream seed``: the media of the first ``media_dramas`` into the embedded
-        S3, run in this process like the databases' seeds (a process of its own spent ~0.45 s
-        of its ~0.6 s of CPU on imports), with the embedded S3's key, not this process's."""
-        command = importlib.import_module("stream.__main__")
-        settings = importlib.import_module("stream.settings").Settings
+        S3, with the embedded S3's key (this process's environment has none)."""
         env = self.env("stream")
         session = importlib.import_module("aioboto3").Session(
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -218,22 +215,31 @@ class Stack:
         )
         cfg = self.config
         args = argparse.Namespace(dramas=cfg.media_dramas, cache=cfg.media_cache, placeholder=False)
-        try:
-            await command.seed(settings.from_env(env), args, session)
-        except Exception as exc:  # botocore's, ffmpeg's, the file system's: all a failed seed
-            raise StackError(f"seeding stream failed: {exc}") from exc
+        # botocore's errors, ffmpeg's, the file system's: each a failed seed.
+        await self._seed("stream", args, session, errors=(Exception,))
 
     async def _seed_database(self, service: str) -> None:
         """``python -m drama seed`` (or ``episode``): the sample catalogue, or ``seed_dramas``
-        generated, run in this process: the seed is a few statements, and a process of its own
-        would spend ~0.9 s of CPU on its imports alone (the tests start dozens of stacks). The
-        service's modules are imported when a stack starts, not with loadtest."""
+        generated."""
+        args = argparse.Namespace(dramas=self.config.seed_dramas, reset=False)
+        await self._seed(service, args, errors=(ValueError, OSError, SQLAlchemyError))
+
+    async def _seed(
+        self,
+        service: str,
+        args: argparse.Namespace,
+        *extra: object,
+        errors: tuple[type[Exception], ...],
+    ) -> None:
+        """The service's own seed command, run in this process: a process of its own would
+        spend most of its CPU on its imports (~0.9 s a database seed, ~0.45 of the media seed's
+        ~0.6 s), and the tests start dozens of stacks. The service's modules are imported when
+        a stack starts, not with loadtest."""
         command = importlib.import_module(f"{service}.__main__")
         settings = importlib.import_module(f"{service}.settings").Settings
-        args = argparse.Namespace(dramas=self.config.seed_dramas, reset=False)
         try:
-            await command.seed(settings.from_env(self.env(service)), args)
-        except (ValueError, OSError, SQLAlchemyError) as exc:
+            await command.seed(settings.from_env(self.env(service)), args, *extra)
+        except errors as exc:
             raise StackError(f"seeding {service} failed: {exc}") from exc
 
     async def start_process(
